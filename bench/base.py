@@ -1,0 +1,111 @@
+"""The cached tiny base: a tiny model full-trained on the task's *source* schema before any method runs.
+
+A random tiny model has no skill for PEFT to adapt, so tiny models are first trained on a source
+version of the task (same texts, another schema) and cached on disk under a key of everything that
+determines them. Real models skip this stage. ``python -m bench.base`` (``make base``) builds it alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from bench import chartok, data, evaluate, modeling, results, train
+import tasks
+
+log = logging.getLogger(__name__)
+
+
+def source_task(task_cfg: Any) -> DictConfig:
+    """The task config of the source schema: the target task with the base task's generator."""
+    return OmegaConf.merge(task_cfg, {"train_file": None, "eval_file": None, **task_cfg.base_task})
+
+
+def corpus_texts(records: list[dict[str, str]], task_cfg: Any) -> list[str]:
+    """Every string the tokenizer must cover."""
+    return [tasks.module(task_cfg).prompt(r, task_cfg) + r["output"] for r in records]
+
+
+def base_key(cfg: Any, vocab: list[str]) -> str:
+    """Hash of everything that determines the base: architecture, vocabulary, source task, budget, versions."""
+    spec = {
+        "arch": OmegaConf.to_container(cfg.model.arch), "dtype": cfg.model.dtype,
+        "attn": cfg.model.attn_implementation, "pretrain": OmegaConf.to_container(cfg.model.pretrain),
+        "base_task": OmegaConf.to_container(cfg.task.base_task), "template": cfg.task.prompt_template,
+        "max_length": cfg.task.max_length, "vocab": vocab, "deepspeed": cfg.deepspeed.precision,
+        "versions": {k: v for k, v in results.versions().items() if k in ("torch", "transformers", "deepspeed")},
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str, Any]:
+    """Full-train a fresh tiny model on the source schema, score it, save it to ``dest``."""
+    pre = cfg.model.pretrain
+    model = modeling.build_tiny(cfg.model, len(tokenizer), int(pre.seed))
+    task = tasks.module(src_task)
+    examples = data.encode(task.load_split(src_task, "train"), tokenizer, src_task)
+    train.ensure_distributed()
+    prec = train.precision(cfg.deepspeed)
+    ds = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(pre.micro_batch_size), grad_accum=1,
+                                grad_clip=float(cfg.train.grad_clip), prec=prec)
+    groups = train.param_groups(model, lr=float(pre.lr), overrides=[], weight_decay=0.0)
+    engine = train.engine_for(model, groups, ds, total_steps=int(pre.steps), train_cfg=cfg.train)
+    stream = data.batches(examples, int(pre.micro_batch_size), pad_id=tokenizer.pad_token_id, seed=int(pre.seed),
+                          group_by_length=True)
+    fit = train.fit(engine, stream, steps=int(pre.steps), grad_accum=1, log_every=50, desc="base")
+    scores, _ = evaluate.evaluate(engine.module, tokenizer, task.load_split(src_task, "eval"), src_task,
+                                  batch_size=int(cfg.eval.batch_size), max_new_tokens=int(src_task.max_new_tokens))
+    engine.module.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return {"source_f1_micro": scores["f1_micro"], "source_loss_first": fit["loss_curve"][0],
+            "source_loss_final": fit["final_loss"], "train_time_s": fit["train_time_s"]}
+
+
+def ensure(cfg: Any) -> dict[str, Any]:
+    """Path, key and build facts of the base for this config, building it once under a file lock."""
+    src_task = source_task(cfg.task)
+    texts = corpus_texts(tasks.module(src_task).load_split(src_task, "train"), src_task)
+    texts += corpus_texts(tasks.module(cfg.task).load_split(cfg.task, "train"), cfg.task)
+    tokenizer = chartok.build(texts)
+    key = base_key(cfg, list(tokenizer.get_vocab()))
+    root = Path(cfg.cache_dir) / "bases"
+    root.mkdir(parents=True, exist_ok=True)
+    path, meta_path = root / f"{cfg.model.name}-{key}", root / f"{cfg.model.name}-{key}" / "base_info.json"
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not meta_path.exists():
+            log.info("building tiny base %s (source task %s) — once; later runs reuse it", key, src_task.name)
+            tmp = root / f".{path.name}.building"
+            shutil.rmtree(tmp, ignore_errors=True)
+            start = time.perf_counter()
+            facts = _train_base(cfg, tokenizer, src_task, tmp)
+            facts.update({"key": key, "build_time_s": time.perf_counter() - start, "source_task": src_task.name})
+            results.write_json(tmp / "base_info.json", facts)
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+            built_now = True
+        else:
+            built_now = False
+    info = json.loads(meta_path.read_text())
+    return {**info, "path": str(path), "built_in_this_run": built_now}
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Build (or find) the base of the configured tiny model and task."""
+    info = ensure(cfg)
+    log.info("base %s at %s (source F1 %.3f, built in %.0f s)", info["key"], info["path"],
+             info["source_f1_micro"], info["build_time_s"])
+
+
+if __name__ == "__main__":
+    main()

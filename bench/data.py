@@ -1,0 +1,73 @@
+"""Records → token ids with the prompt masked out of the loss, and length-grouped batches."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+import tasks
+
+IGNORE = -100
+
+
+def encode(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list[dict[str, list[int]]]:
+    """Prompt ids + answer ids + eos, labels only on the answer; over-long prompts lose their start."""
+    out, task = [], tasks.module(task_cfg)
+    for rec in records:
+        prompt_ids = tokenizer(task.prompt(rec, task_cfg)).input_ids
+        answer_ids = tokenizer(rec["output"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        answer_ids = answer_ids[: task_cfg.max_length // 2]
+        prompt_ids = prompt_ids[-(task_cfg.max_length - len(answer_ids)):]
+        out.append({"input_ids": prompt_ids + answer_ids, "labels": [IGNORE] * len(prompt_ids) + answer_ids})
+    return out
+
+
+def batch_order(lengths: list[int], batch_size: int, *, seed: int, group_by_length: bool) -> list[list[int]]:
+    """Shuffled batches of indices; with grouping, each batch holds records of similar length."""
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    if group_by_length:
+        span = batch_size * 16
+        idx = [i for s in range(0, len(idx), span) for i in sorted(idx[s:s + span], key=lengths.__getitem__)]
+    batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded training batch with attention mask."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[row, :n] = torch.tensor(e["input_ids"])
+        labels[row, :n] = torch.tensor(e["labels"])
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def batches(examples: list[dict[str, list[int]]], batch_size: int, *, pad_id: int, seed: int,
+            group_by_length: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless stream of training batches; each pass over the data is reshuffled."""
+    lengths = [len(e["input_ids"]) for e in examples]
+    epoch = 0
+    while True:
+        for order in batch_order(lengths, batch_size, seed=seed + epoch, group_by_length=group_by_length):
+            yield collate([examples[i] for i in order], pad_id)
+        epoch += 1
+
+
+def pad_share(examples: list[dict[str, list[int]]], batch_size: int, *, seed: int, group_by_length: bool) -> float:
+    """Share of pad tokens over one pass of training batches."""
+    lengths = [len(e["input_ids"]) for e in examples]
+    real = padded = 0
+    for order in batch_order(lengths, batch_size, seed=seed, group_by_length=group_by_length):
+        real += sum(lengths[i] for i in order)
+        padded += max(lengths[i] for i in order) * len(order)
+    return 1 - real / padded if padded else 0.0

@@ -1,0 +1,19 @@
+"""Per-step and end-of-run hooks that a method YAML names; the loop calls them for any method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def adalora_update_and_allocate(model: Any, step: int) -> None:
+    """AdaLoRA's budget update: needs this step's gradients, so it runs before they are zeroed."""
+    model.base_model.update_and_allocate(step)
+
+
+def adalora_rank_allocation(model: Any) -> dict[str, Any]:
+    """The final rank of every adapted module, as AdaLoRA allocated it."""
+    config = model.peft_config[model.active_adapter]
+    pattern = config.rank_pattern or {}
+    ranks = {name: int(sum(bool(x) for x in mask)) for name, mask in pattern.items()}
+    return {"rank_allocation": ranks, "total_rank": sum(ranks.values()), "init_r": config.init_r,
+            "target_r": config.target_r}
