@@ -76,7 +76,8 @@ def ensure(cfg: Any) -> dict[str, Any]:
     texts = corpus_texts(tasks.module(src_task).load_split(src_task, "train"), src_task)
     texts += corpus_texts(tasks.module(cfg.task).load_split(cfg.task, "train"), cfg.task)
     tokenizer = chartok.build(texts)
-    key = base_key(cfg, list(tokenizer.get_vocab()))
+    vocab = tokenizer.get_vocab()
+    key = base_key(cfg, sorted(vocab, key=vocab.__getitem__))
     root = Path(cfg.cache_dir) / "bases"
     root.mkdir(parents=True, exist_ok=True)
     path, meta_path = root / f"{cfg.model.name}-{key}", root / f"{cfg.model.name}-{key}" / "base_info.json"

@@ -1,0 +1,30 @@
+# peftbench front door: every target is one line that calls the package.
+PY      ?= .venv/bin/python
+MODEL   ?= tiny_llama
+TASK    ?= triples_synth
+METHOD  ?= lora
+GPUS    ?= 1
+ARGS    ?=
+
+.PHONY: help setup run base test test-fast clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup:  ## .venv with everything (CPU torch when no GPU is present)
+	bash scripts/setup.sh
+
+run:  ## one run: make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100"
+	.venv/bin/deepspeed --num_gpus $(GPUS) --no_local_rank --module bench.run model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)
+
+base:  ## build (or find) the cached tiny base for MODEL and TASK
+	$(PY) -m bench.base model=$(MODEL) task=$(TASK) $(ARGS)
+
+test:  ## the test suite (CPU, no network)
+	$(PY) -m pytest -q
+
+test-fast:  ## unit and config tests only
+	$(PY) -m pytest -q -m "not slow"
+
+clean:  ## remove run outputs and cached bases
+	rm -rf results/runs .cache/peftbench

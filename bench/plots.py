@@ -1,0 +1,197 @@
+"""Paper-column figures from the flattened runs: loss curves, F1 vs trainable parameters, memory, latency.
+
+Each method keeps one colour in every figure (``METHOD_COLORS``). With several seeds, lines show the
+mean with a ±1 std band and points/bars carry ±1 std error bars. ``python -m bench.plots SWEEP_DIR``
+writes the PNG and PDF files under ``SWEEP_DIR/report/figures/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from bench.metrics import metric, pareto_front, shown  # noqa: E402
+
+log = logging.getLogger(__name__)
+logging.getLogger("fontTools").setLevel(logging.WARNING)   # PDF font subsetting is chatty at INFO
+
+# One colour per method, in the order tables and figures list methods (colour-blind safe first).
+METHOD_COLORS: dict[str, str] = {
+    "full": "#222222", "freeze": "#8c8c8c", "prompt_tuning": "#e69f00", "p_tuning": "#d55e00",
+    "prefix_tuning": "#cc79a7", "p_tuning_v2": "#7b4fa0", "lora": "#0072b2", "adalora": "#56b4e9",
+    "vblora": "#009e73",
+}
+_SPARE = ("#bcbd22", "#17becf", "#8c564b", "#e377c2", "#9edae5", "#393b79")
+MEM_KINDS = {"cpu_peak_rss": "CPU peak RSS", "cuda_allocated": "CUDA allocated"}
+WIDTH_IN = 3.4                                   # one paper column
+STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+         "legend.fontsize": 6.5, "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 300,
+         "pdf.fonttype": 42}
+
+
+def color(method: str) -> str:
+    """The method's fixed colour; a method not listed gets a spare colour chosen by its name."""
+    return METHOD_COLORS.get(method) or _SPARE[zlib.crc32(method.encode()) % len(_SPARE)]
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """Methods in ``METHOD_COLORS`` order, unknown ones after them alphabetically."""
+    rank = {m: i for i, m in enumerate(METHOD_COLORS)}
+    return sorted(set(methods), key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def per_method(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Mean, std (NaN for one seed) and count of ``key`` over each method's successful runs."""
+    ok = runs[(runs["status"] == "success") & runs[key].notna()]
+    stats = ok.groupby("method")[key].agg(["mean", "std", "count"])
+    return stats.reindex(method_order(stats.index))
+
+
+def _figure(height: float) -> tuple[Figure, plt.Axes]:
+    """A one-column figure in the house style."""
+    with plt.rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH_IN, height), layout="constrained")
+        ax = fig.add_subplot()
+    return fig, ax
+
+
+def _legend(fig: Figure, ax: plt.Axes) -> None:
+    """Methods legend under the axes, three per row."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False, fontsize=6.5,
+                   handlelength=1.5, columnspacing=1.0)
+
+
+def loss_curves(runs: pd.DataFrame) -> Figure:
+    """Training loss per step, one line per method (mean over seeds, ±1 std band), log y."""
+    with plt.rc_context(STYLE):
+        fig, ax = _figure(3.0)
+        ok = runs[(runs["status"] == "success") & (runs["loss_curve"].map(len) > 0)]
+        for method in method_order(ok["method"]):
+            curves = list(ok.loc[ok["method"] == method, "loss_curve"])
+            n = min(map(len, curves))
+            stack = np.array([c[:n] for c in curves], dtype=float)
+            steps, mean = np.arange(1, n + 1), stack.mean(axis=0)
+            ax.plot(steps, mean, color=color(method), lw=1.0, label=method)
+            if len(curves) > 1:
+                std = stack.std(axis=0, ddof=1)
+                ax.fill_between(steps, np.clip(mean - std, 1e-6, None), mean + std, color=color(method),
+                                alpha=0.2, lw=0)
+        ax.set_yscale("log")
+        ax.set_xlabel("Optimizer step")
+        ax.set_ylabel("Training loss (nats/token, log)")
+        _legend(fig, ax)
+    return fig
+
+
+def f1_vs_params(runs: pd.DataFrame, *, quality: str = "f1_micro", cost: str = "trainable_params") -> Figure:
+    """Quality against trainable parameters (log x); the Pareto front of method means is marked."""
+    with plt.rc_context(STYLE):
+        fig, ax = _figure(3.0)
+        q, c = per_method(runs, quality), per_method(runs, cost)
+        points = pd.DataFrame({cost: c["mean"], quality: q["mean"], "err": q["std"]}).dropna(subset=[cost, quality])
+        for method, row in points.iterrows():
+            ax.errorbar(row[cost], row[quality], yerr=None if np.isnan(row["err"]) else row["err"], fmt="o",
+                        ms=4.5, color=color(method), capsize=2, lw=0.8, label=method, zorder=3)
+        front = points[pareto_front(points, [cost, quality])].sort_values(cost)
+        if not front.empty:
+            ax.step(front[cost], front[quality], where="post", color="0.4", ls="--", lw=0.8, zorder=2,
+                    label="Pareto front")
+            ax.scatter(front[cost], front[quality], s=70, facecolors="none", edgecolors="0.2", lw=0.8, zorder=4)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{metric(cost).heading} (log)")
+        ax.set_ylabel(metric(quality).heading)
+        _legend(fig, ax)
+    return fig
+
+
+def bars(runs: pd.DataFrame, key: str) -> Figure:
+    """One bar per method (mean, ±1 std); a method without a successful run is marked "failed"."""
+    with plt.rc_context(STYLE):
+        fig, ax = _figure(2.4)
+        methods = method_order(runs["method"])
+        stats = per_method(runs, key).reindex(methods)
+        heights = shown(key, stats["mean"].to_numpy(dtype=float))
+        errors = shown(key, stats["std"].to_numpy(dtype=float))
+        x = np.arange(len(methods))
+        has = ~np.isnan(heights)
+        ax.bar(x[has], heights[has], yerr=np.where(np.isnan(errors), 0, errors)[has] if (stats["count"] > 1).any()
+               else None, color=[color(m) for m, h in zip(methods, has) if h], width=0.7, capsize=2,
+               error_kw={"lw": 0.8})
+        for i in x[~has]:
+            ax.text(i, 0, "failed", rotation=90, ha="center", va="bottom", fontsize=6.5, color="firebrick")
+        ax.set_xticks(x, methods, rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_ylabel(_bar_label(runs, key))
+    return fig
+
+
+def _bar_label(runs: pd.DataFrame, key: str) -> str:
+    """Axis label with the unit, and the kind of memory where the metric is memory."""
+    kinds = sorted({MEM_KINDS.get(k, k) for k in runs["mem_kind"].dropna()}) if key == "peak_mem_bytes" else []
+    m = metric(key)
+    return f"{m.label} ({m.unit}, {' / '.join(kinds)})" if kinds else m.heading
+
+
+def figures(runs: pd.DataFrame) -> dict[str, Figure]:
+    """Every figure, named ``<kind>-<model>-<task>``, one set per (model, task) in the runs."""
+    out: dict[str, Figure] = {}
+    for (model, task), group in runs.groupby(["model", "task"], sort=True):
+        suffix = f"-{model}-{task}"
+        out["loss_curves" + suffix] = loss_curves(group)
+        out["f1_vs_params" + suffix] = f1_vs_params(group)
+        out["peak_memory" + suffix] = bars(group, "peak_mem_bytes")
+        out["latency_p50" + suffix] = bars(group, "latency_ms_p50")
+    return out
+
+
+def save_atomic(fig: Figure, path: Path) -> None:
+    """Save through a temporary file and rename, so a killed report never leaves half a figure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        with plt.rc_context(STYLE):
+            fig.savefig(tmp, dpi=STYLE["savefig.dpi"])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_figures(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """PNG and PDF of every figure under ``out_dir``; returns the PNG paths."""
+    pngs = []
+    for name, fig in figures(runs).items():
+        for suffix in (".png", ".pdf"):
+            save_atomic(fig, out_dir / f"{name}{suffix}")
+        pngs.append(out_dir / f"{name}.png")
+    return pngs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.plots SWEEP_DIR``: figures only."""
+    from bench import report
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = report.parse_args(argv, "Figures of a sweep's result JSONs.")
+    pngs = write_figures(report.load_runs(args.sweep_dir), args.sweep_dir / "report" / "figures")
+    log.info("figures: %s", ", ".join(map(str, pngs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

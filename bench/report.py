@@ -1,0 +1,182 @@
+"""The paper's method-comparison table from a sweep's result JSONs (never re-running anything).
+
+``python -m bench.report SWEEP_DIR`` writes, under ``SWEEP_DIR/report/``: ``table.md`` (one table per
+model × task, then the runs that did not succeed), ``table.tex`` (booktabs), ``table.csv`` (the same
+summary as numbers: ``<metric>_mean``/``_std`` in stored units), ``runs.csv`` (one row per run) and the
+figures (see bench.plots). With several seeds a cell is "mean ± std" over the successful seeds; the best
+value of each column is bold, "best" read from bench.metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import metrics, plots
+from bench.results import write_atomic
+
+log = logging.getLogger(__name__)
+
+TABLE = ("peak_mem_bytes", "trainable_pct", "train_time_s", "f1_micro", "f1_macro", "eval_time_s",
+         "latency_ms_p50", "adapter_bytes")
+KEYS = ["model", "task", "method"]
+
+
+def load_runs(sweep_dir: Path) -> pd.DataFrame:
+    """Every ``result.json`` under ``sweep_dir`` as one flat row, methods in the figures' order."""
+    rows = []
+    for path in sorted(Path(sweep_dir).rglob("result.json")):
+        try:
+            rows.append(metrics.flatten(json.loads(path.read_text()), path))
+        except (json.JSONDecodeError, OSError) as err:
+            log.warning("skipping unreadable %s: %s", path, err)
+    if not rows:
+        raise FileNotFoundError(f"no result.json under {sweep_dir}; run `python -m bench.sweep` first")
+    runs = pd.DataFrame(rows)
+    rank = {m: i for i, m in enumerate(plots.method_order(runs["method"].dropna()))}
+    runs["_rank"] = runs["method"].map(rank)
+    return runs.sort_values(["model", "task", "_rank", "seed"]).drop(columns="_rank").reset_index(drop=True)
+
+
+def status_text(statuses: pd.Series) -> str:
+    """"success" when every seed succeeded, else what went wrong, e.g. "2/3 success, failed"."""
+    ok = int((statuses == "success").sum())
+    if ok == len(statuses):
+        return "success"
+    bad = statuses[statuses != "success"].value_counts()
+    parts = ", ".join(s if n == 1 else f"{s} ×{n}" for s, n in bad.items())
+    return f"{ok}/{len(statuses)} success, {parts}" if ok else parts
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, task, method): status, seed counts and mean/std of each table metric."""
+    rows = []
+    for (model, task, method), group in runs.groupby(KEYS, sort=False):
+        ok = group[group["status"] == "success"]
+        row: dict[str, Any] = {"model": model, "task": task, "method": method,
+                               "status": status_text(group["status"]), "seeds": len(ok), "runs": len(group),
+                               "mem_kind": " / ".join(sorted(ok["mem_kind"].dropna().unique()))}
+        for key in TABLE:
+            row[f"{key}_mean"], row[f"{key}_std"] = ok[key].mean(), ok[key].std()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _tex(text: str) -> str:
+    """Escape LaTeX's special characters in plain text."""
+    for char in "&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    return text.replace("×", r"$\times$")
+
+
+def cell(mean: float, std: float, key: str, *, best: bool, tex: bool) -> str:
+    """"mean ± std" in display units (std only with several seeds), bold where best."""
+    if math.isnan(mean):
+        return "--" if tex else "—"
+    digits = metrics.metric(key).digits
+    text = f"{metrics.shown(key, mean):,.{digits}f}"
+    if not math.isnan(std):
+        text += (r" $\pm$ " if tex else " ± ") + f"{metrics.shown(key, std):,.{digits}f}"
+    if best:
+        text = rf"\textbf{{{text}}}" if tex else f"**{text}**"
+    return text
+
+
+def _best(means: pd.Series, key: str) -> pd.Series:
+    """True where the mean is the column's best (ties included; nothing bold when all are equal)."""
+    signed = means * metrics.metric(key).sign
+    return (signed == signed.max()) & (signed < signed.max()).any()
+
+
+def table(summary: pd.DataFrame, *, tex: bool = False) -> pd.DataFrame:
+    """The display table of one (model, task): text cells under headings with units."""
+    esc = _tex if tex else str
+    kinds = " / ".join(plots.MEM_KINDS.get(k, k) for k in sorted(set(summary["mem_kind"]) - {""}))
+    out = pd.DataFrame({"Method": summary["method"].map(esc), "Status": summary["status"].map(esc),
+                        "Seeds": summary["seeds"].astype(str)})
+    for key in TABLE:
+        heading = metrics.metric(key).heading
+        if key == "peak_mem_bytes" and kinds:
+            heading = f"{heading[:-1]}, {kinds})"
+        best = _best(summary[f"{key}_mean"], key)
+        out[esc(heading)] = [cell(m, s, key, best=b, tex=tex) for m, s, b in
+                             zip(summary[f"{key}_mean"], summary[f"{key}_std"], best)]
+    return out
+
+
+def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> str:
+    """The whole Markdown report: one table per (model, task), then the runs that did not succeed."""
+    counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
+    parts = [f"# {title}\n", f"{len(runs)} runs: {counts}. Mean ± std over successful seeds where there are "
+             "several; bold marks the best value of a column (direction from `bench/metrics.py`).\n"]
+    for (model, task), group in summary.groupby(["model", "task"], sort=False):
+        shown = table(group)
+        align = ["left", "left", "right"] + ["right"] * len(TABLE)
+        parts += [f"## {model} · {task}\n", shown.to_markdown(index=False, colalign=align) + "\n"]
+    failed = runs[runs["status"] != "success"]
+    if not failed.empty:
+        rows = failed[["model", "task", "method", "seed", "status", "error", "log_path"]].copy()
+        rows["error"] = rows["error"].fillna("").map(lambda e: str(e).replace("|", "\\|").replace("\n", " ")[:200])
+        parts += ["## Runs that did not succeed\n", rows.to_markdown(index=False) + "\n"]
+    return "\n".join(parts)
+
+
+def latex(summary: pd.DataFrame) -> str:
+    """One booktabs ``table`` per (model, task)."""
+    blocks = ["% generated by bench.report; needs \\usepackage{booktabs}\n"]
+    for (model, task), group in summary.groupby(["model", "task"], sort=False):
+        shown = table(group, tex=True)
+        caption = _tex(f"{model} on {task}: mean ± std over seeds; best of each column in bold.").replace(
+            "±", r"$\pm$")
+        blocks.append(shown.to_latex(index=False, escape=False, column_format="ll" + "r" * (len(shown.columns) - 2),
+                                     caption=caption, label=f"tab:{model}-{task}", position="t"))
+    return "\n".join(blocks)
+
+
+def write_report(sweep_dir: Path, *, figures: bool = True) -> dict[str, Any]:
+    """Tables (and figures) of ``sweep_dir`` under ``sweep_dir/report``; returns what was written where."""
+    sweep_dir = Path(sweep_dir)
+    runs, out = load_runs(sweep_dir), sweep_dir / "report"
+    summary = summarize(runs)
+    written: dict[str, Any] = {name: out / name for name in ("table.md", "table.csv", "table.tex", "runs.csv")}
+    write_atomic(written["table.md"], markdown(runs, summary, f"Sweep report: {sweep_dir.resolve().name}"))
+    write_atomic(written["table.csv"], summary.to_csv(index=False))
+    write_atomic(written["table.tex"], latex(summary))
+    write_atomic(written["runs.csv"], runs.drop(columns="loss_curve").to_csv(index=False))
+    written["figures"] = plots.write_figures(runs, out / "figures") if figures else []
+    written["runs"], written["failed"] = len(runs), int((runs["status"] != "success").sum())
+    return written
+
+
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    """The ``SWEEP_DIR`` argument shared by the report and plots CLIs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("sweep_dir", type=Path, help="folder holding <model>/<task>/<method>/seed<k>/result.json")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report SWEEP_DIR``."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv, "Tables and figures of a sweep's result JSONs.")
+    try:
+        written = write_report(args.sweep_dir, figures=not args.no_figures)
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 2
+    log.info("%d runs (%d not successful)\ntables: %s\nfigures: %s", written["runs"], written["failed"],
+             ", ".join(str(written[k]) for k in ("table.md", "table.csv", "table.tex")),
+             args.sweep_dir / "report" / "figures" if written["figures"] else "(skipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

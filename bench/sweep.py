@@ -1,0 +1,309 @@
+"""The sweep driver: methods × models × tasks × seeds, one ``deepspeed`` process per cell, then the report.
+
+Usage (a Hydra app, primary config ``conf/sweep.yaml``, presets in ``conf/sweep/``)::
+
+    python -m bench.sweep                                  # all nine methods, tiny_llama × triples_synth, seed 0
+    python -m bench.sweep sweep=smoke                      # preset: lora + full, 5 steps, 8 eval records
+    python -m bench.sweep methods=[lora,full] seeds=[0,1,2] models=llama2_7b tasks=triples gpus=8 \\
+        -- train.steps=100 task.train_file=data/train.json # after "--": bench.run overrides for every cell
+    python -m bench.sweep -m hydra/launcher=slurm methods=full,lora seeds=0,1,2   # Hydra multirun → SLURM
+
+Overrides. Keys before ``--`` configure the sweep (``methods models tasks seeds gpus sweep_dir name``…);
+words after ``--`` are ``bench.run`` overrides passed to every cell, stored in ``extra`` (the same as
+``'extra=["train.steps=5"]'``, without Hydra's quoting). Presets put theirs in ``cell_overrides``;
+``method_overrides`` holds overrides for one method's cells. ``cell_cmd`` / ``base_cmd`` are the
+commands run (tests swap in a fake cell).
+
+Design. A cell has to be its own process anyway (fresh memory figures; a crash touches one cell), so the
+driver is a plain loop over the cells of its config, which also gives one clear progress line per cell
+with an ETA and one report at the end. Hydra multirun still defines grids: every axis accepts one value,
+so ``-m methods=lora,full`` makes one Hydra job per slice, which any Hydra launcher can place (the
+submitit launcher sends them to SLURM, ``hydra/launcher=slurm``); the report then comes from the
+``MultirunReport`` callback. Resume is by the result JSONs alone: a cell whose ``result.json`` says
+success is skipped; any other cell (failed, invalid, or "running" after a kill) is cleared and rerun,
+and ``bench.run`` writes its JSON atomically, so a SIGKILL of the whole process group leaves nothing half
+written. A cell that dies without recording a result gets a failed JSON written here. Exit status: 0 when
+every cell succeeded, 1 otherwise (after the report), 2 when the grid does not compose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+import bench  # noqa: F401  (registers config resolvers)
+from bench import results
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# The child logs to stdout only, so run.log (its captured stdout+stderr) holds each line once.
+CHILD_LOGGING = "hydra.job_logging.root.handlers=[console]"
+
+
+class SweepError(Exception):
+    """The grid cannot run as configured (found before any cell starts)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    model: str
+    task: str
+    method: str
+    seed: int
+
+    def out_dir(self, root: Path) -> Path:
+        """Where the cell's result.json and run.log live."""
+        return root / self.model / self.task / self.method / f"seed{self.seed}"
+
+    def label(self) -> str:
+        """How progress lines name the cell."""
+        return f"{self.method} seed{self.seed} ({self.model}/{self.task})"
+
+
+def as_list(value: Any) -> list[Any]:
+    """A grid axis: a list, or one value (what a Hydra multirun job gets for a swept key)."""
+    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
+
+
+def grid(cfg: DictConfig) -> list[Cell]:
+    """The cells in run order: every method of a seed before the next seed, so partial sweeps tabulate."""
+    return [Cell(str(model), str(task), str(method), int(seed))
+            for model in as_list(cfg.models) for task in as_list(cfg.tasks)
+            for seed in as_list(cfg.seeds) for method in as_list(cfg.methods)]
+
+
+def common_overrides(cfg: DictConfig) -> list[str]:
+    """Overrides every cell gets: the preset's, then the command line's."""
+    return [str(o) for o in [*(cfg.cell_overrides or []), *(cfg.extra or [])]]
+
+
+def run_overrides(cfg: DictConfig, cell: Cell, out: Path) -> list[str]:
+    """The Hydra overrides of one cell's ``bench.run``."""
+    own = [str(o) for o in (cfg.method_overrides or {}).get(cell.method, [])]
+    return [f"model={cell.model}", f"task={cell.task}", f"method={cell.method}", f"seed={cell.seed}",
+            f"out_dir={out}", *common_overrides(cfg), *own]
+
+
+def executable(argv: Sequence[Any]) -> list[str]:
+    """The command with ``python`` as this interpreter, and tools found beside it (an unactivated venv)."""
+    head, *rest = [str(a) for a in argv]
+    beside = Path(sys.executable).parent / head
+    if head == "python":
+        head = sys.executable
+    elif shutil.which(head) is None and beside.exists():
+        head = str(beside)
+    return [head, *rest]
+
+
+def status_of(result: Path) -> str | None:
+    """The recorded status, or None where there is no readable result."""
+    try:
+        return str(json.loads(result.read_text())["run_info"]["status"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def _hydra_ready() -> Iterator[None]:
+    """Hydra's compose API, inside the app (already initialised) or outside it (tests)."""
+    if GlobalHydra.instance().is_initialized():
+        yield
+    else:
+        with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            yield
+
+
+def check_grid(cfg: DictConfig, cells: Sequence[Cell]) -> set[tuple[str, str]]:
+    """Compose every distinct cell before any runs (a typo fails in seconds); returns tiny (model, task)s."""
+    tiny = set()
+    with _hydra_ready():
+        for model, task, method in sorted({(c.model, c.task, c.method) for c in cells}):
+            overrides = [o for o in run_overrides(cfg, Cell(model, task, method, 0), Path("."))
+                         if not o.lstrip("+~").startswith("hydra")]
+            try:
+                run_cfg = hydra.compose(config_name="config", overrides=overrides)
+            except Exception as err:  # noqa: BLE001  (Hydra raises several types; all mean "fix the grid")
+                raise SweepError(f"method={method} model={model} task={task} does not compose: {err}") from err
+            if run_cfg.model.source == "tiny":
+                tiny.add((model, task))
+    return tiny
+
+
+def run_logged(cmd: list[str], log_path: Path) -> int:
+    """Run ``cmd`` with its stdout and stderr in ``log_path`` (the command on the first line)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as fh:
+        fh.write(f"$ {shlex.join(cmd)}\n")
+        fh.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
+
+
+def build_base(cfg: DictConfig, model: str, task: str, root: Path) -> str | None:
+    """Build (or find) a tiny model's cached base once, before its cells; returns an error or None."""
+    out = root / model / task / "base"
+    cmd = [*executable(cfg.base_cmd), f"model={model}", f"task={task}", f"out_dir={out}", CHILD_LOGGING,
+           *common_overrides(cfg)]
+    log.info("base of %s for %s: building or reusing the cache (log %s)", model, task, out / "base.log")
+    start = time.perf_counter()
+    code = run_logged(cmd, out / "base.log")
+    if code:
+        log.error("base of %s for %s failed (exit %d); see %s", model, task, code, out / "base.log")
+        return f"the tiny base did not build (exit {code}); see {out / 'base.log'}"
+    log.info("base of %s for %s ready in %s", model, task, hms(time.perf_counter() - start))
+    return None
+
+
+def record_failure(out: Path, cell: Cell, error: str) -> None:
+    """A failed result for a cell that ended without recording one (crash, kill, bad override)."""
+    path = out / "result.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        names = {"model": {"name": cell.model}, "task": {"name": cell.task}, "method": {"name": cell.method}}
+        record = {"run_info": {"config": {**names, "seed": cell.seed}, "seed": cell.seed}}
+    record["run_info"].update(status="failed", error=error, log_path=str(out / "run.log"), recorded_by="bench.sweep")
+    results.write_json(path, record)
+
+
+def run_cell(cfg: DictConfig, cell: Cell, root: Path, base_error: str | None) -> str:
+    """Run one cell from a clean folder and return its recorded status."""
+    out = cell.out_dir(root)
+    shutil.rmtree(out, ignore_errors=True)      # every file of a cell comes from one attempt
+    out.mkdir(parents=True)
+    if base_error:
+        record_failure(out, cell, base_error)
+        return "failed"
+    code = run_logged([*executable(cfg.cell_cmd), *run_overrides(cfg, cell, out)], out / "run.log")
+    status = status_of(out / "result.json")
+    if status in (None, "running"):
+        record_failure(out, cell, f"the cell exited with code {code} without recording a result; "
+                                  f"see {out / 'run.log'}")
+        status = "failed"
+    return status
+
+
+def hms(seconds: float) -> str:
+    """Seconds as 1h02m03s / 2m03s / 3s."""
+    h, rest = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def run_cells(cfg: DictConfig, cells: Sequence[Cell], todo: set[Cell], bases: dict[tuple[str, str], str | None],
+              root: Path) -> dict[Cell, str]:
+    """Run the cells still to do, in order, logging progress with an ETA; returns every cell's status."""
+    start, spent, statuses, left = time.perf_counter(), [], {}, len(todo)
+    for i, cell in enumerate(cells, 1):
+        if cell not in todo:
+            statuses[cell] = "success"
+            log.info("[%d/%d] %s: success (done earlier, skipped)", i, len(cells), cell.label())
+            continue
+        log.info("[%d/%d] %s: running, log %s", i, len(cells), cell.label(), cell.out_dir(root) / "run.log")
+        began = time.perf_counter()
+        statuses[cell] = run_cell(cfg, cell, root, bases.get((cell.model, cell.task)))
+        spent.append(time.perf_counter() - began)
+        left -= 1
+        eta = sum(spent) / len(spent) * left
+        log.info("[%d/%d] %s: %s in %s | elapsed %s | %d left, ETA %s", i, len(cells), cell.label(),
+                 statuses[cell], hms(spent[-1]), hms(time.perf_counter() - start), left, hms(eta))
+    return statuses
+
+
+def report_and_summary(root: Path, statuses: dict[Cell, str], *, report: bool) -> None:
+    """The report (tables, figures) and the closing lines: failures with their logs, where outputs are."""
+    for cell, status in statuses.items():
+        if status != "success":
+            log.error("not successful: %s: %s, log %s", cell.label(), status, cell.out_dir(root) / "run.log")
+    ok = sum(s == "success" for s in statuses.values())
+    log.info("sweep %s: %d/%d cells successful", root, ok, len(statuses))
+    if report:
+        from bench import report as report_mod
+
+        written = report_mod.write_report(root)
+        log.info("tables: %s (also .csv, .tex; runs.csv)", written["table.md"])
+        log.info("figures: %s (%d PNG + PDF)", root / "report" / "figures", len(written["figures"]))
+
+
+def run_sweep(cfg: DictConfig, *, report: bool = True) -> int:
+    """The whole sweep: check the grid, build bases, run what is not done, report; returns the exit code."""
+    root = Path(cfg.sweep_dir)
+    cells = grid(cfg)
+    try:
+        tiny = check_grid(cfg, cells)
+    except SweepError as err:
+        log.error("%s", err)
+        return 2
+    todo = {c for c in cells if status_of(c.out_dir(root) / "result.json") != "success"}
+    log.info("sweep %s: %d cells, %d done earlier, %d to run", root, len(cells), len(cells) - len(todo), len(todo))
+    pairs = sorted({(c.model, c.task) for c in todo} & tiny) if cfg.base_cmd else []
+    bases = {pair: build_base(cfg, *pair, root) for pair in pairs}
+    statuses = run_cells(cfg, cells, todo, bases, root)
+    report_and_summary(root, statuses, report=report and bool(cfg.report))
+    return 0 if all(s == "success" for s in statuses.values()) else 1
+
+
+class MultirunReport(Callback):
+    """After a multirun (e.g. jobs on SLURM): one report of the whole sweep folder."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write the report; fail the multirun if any run in the sweep did not succeed."""
+        if not config.get("report", False):
+            return
+        from bench import report as report_mod
+
+        written = report_mod.write_report(Path(config.sweep_dir))
+        log.info("tables: %s; figures: %s", written["table.md"], Path(config.sweep_dir) / "report" / "figures")
+        if written["failed"]:
+            log.error("%d run(s) did not succeed; see %s", written["failed"], written["table.md"])
+            sys.exit(1)  # Hydra turns a callback's exceptions into warnings; SystemExit sets the exit status
+
+
+@hydra.main(config_path="../conf", config_name="sweep", version_base="1.3")
+def main(cfg: DictConfig) -> int:
+    """Hydra entry point: a single run exits with the sweep's status; a multirun job returns it."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    code = run_sweep(cfg, report=not multirun)
+    if not multirun:
+        sys.exit(code)
+    return code
+
+
+def hydra_quote(text: str) -> str:
+    """``text`` as a quoted string of Hydra's override grammar."""
+    body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body) + "'"
+
+
+def split_argv(argv: list[str]) -> list[str]:
+    """``… -- k=v k2=v2`` becomes ``… extra=['k=v','k2=v2']``: run overrides need no Hydra quoting."""
+    if "--" not in argv:
+        return argv
+    cut = argv.index("--")
+    return [*argv[:cut], f"extra=[{','.join(map(hydra_quote, argv[cut + 1:]))}]"]
+
+
+if __name__ == "__main__":
+    sys.argv = split_argv(sys.argv)
+    main()

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds .venv. Without an NVIDIA GPU it installs the CPU build of torch first, so the
+# pyproject's torch range is already met and pip does not pull a multi-GB CUDA build.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "no GPU found: installing the CPU build of torch"
+  # TORCH_INDEX_URL: an index serving CPU wheels, where the CPU wheel is not already at hand
+  .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+fi
+.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -c "import torch, transformers, peft, deepspeed; print('torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| deepspeed', deepspeed.__version__)"

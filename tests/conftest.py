@@ -1,0 +1,43 @@
+"""Shared fixtures: compose the real config and shrink it so a run takes seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import bench  # noqa: F401  (registers resolvers)
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+SHARED = ROOT.parent / "shared"
+
+# A small budget: enough for every method's loss to move, small enough for CI.
+TINY = ["model.pretrain.steps=60", "train.steps=12", "train.log_every=4", "eval.max_records=8",
+        "task.generator.n_train=256", "task.base_task.generator.n_train=256", "task.base_task.generator.n_eval=8"]
+
+
+def compose_cfg(*overrides: str):
+    """The real composed config with overrides."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache of tiny bases for the whole test session."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["PEFTBENCH_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture
+def tiny_cfg(cache_dir, tmp_path):
+    """Factory: a shrunk run config writing to a fresh directory."""
+
+    def make(*overrides: str, out: Path | None = None):
+        return compose_cfg(*TINY, f"cache_dir={cache_dir}", f"out_dir={out or tmp_path / 'run'}", *overrides)
+
+    return make

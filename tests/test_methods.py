@@ -1,0 +1,74 @@
+"""Every method trains a few steps in-process on a tiny cached base and writes a complete result."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from bench.run import execute
+from tests.conftest import compose_cfg
+
+METHODS = ["full", "freeze", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2", "lora", "adalora", "vblora"]
+REQUIRED = {
+    "run_info": ["run_id", "status", "config", "config_hash", "git_sha", "seed"],
+    "train_info": ["steps", "train_time_s", "tokens_per_s", "loss_curve", "final_loss", "eval_loss", "peak_mem_bytes",
+                   "mem_kind", "trainable_params", "total_params", "trainable_pct", "adapter_bytes"],
+    "eval_info": ["precision", "recall", "f1_micro", "f1_macro", "exact_match", "parse_fail_rate", "n",
+                  "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "gen_tokens_per_s"],
+    "meta_info": ["versions", "device", "world_size"],
+    "base_info": ["key", "build_time_s", "source_f1_micro"],
+}
+
+
+def run(cfg) -> dict:
+    assert execute(cfg) == 0
+    return json.loads((__import__("pathlib").Path(cfg.out_dir) / "result.json").read_text())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_and_records_everything(tiny_cfg, method):
+    result = run(tiny_cfg(f"method={method}"))
+    assert result["run_info"]["status"] == "success", result["run_info"]["error"]
+    for section, keys in REQUIRED.items():
+        for key in keys:
+            assert result[section][key] is not None, f"{section}.{key} is null"
+    train = result["train_info"]
+    curve = train["loss_curve"]
+    assert len(curve) == 12 and all(x == x for x in curve)
+    assert statistics.mean(curve[-3:]) < statistics.mean(curve[:3]), f"{method} loss did not fall: {curve}"
+    assert 0 < train["trainable_params"] <= train["total_params"]
+    assert (train["trainable_pct"] == 100.0) == (method == "full")
+    assert train["adapter_bytes"] > 0 and result["eval_info"]["n"] == 8
+
+
+def test_adalora_records_its_final_rank_allocation(tiny_cfg):
+    summary = run(tiny_cfg("method=adalora", "train.steps=20"))["train_info"]["method_summary"]
+    ranks = summary["rank_allocation"]
+    assert ranks and all(0 <= r <= summary["init_r"] for r in ranks.values())
+    assert summary["total_rank"] < summary["init_r"] * len(ranks), "AdaLoRA pruned no rank"
+
+
+def test_vblora_topk_variant_is_smaller(tiny_cfg):
+    train = run(tiny_cfg("method=vblora"))["train_info"]
+    assert 0 < train["adapter_bytes_variants"]["topk_only"] < train["adapter_bytes"]
+
+
+def test_freeze_trains_only_the_last_layers(tiny_cfg):
+    full = run(tiny_cfg("method=full"))["train_info"]["trainable_params"]
+    cfg = tiny_cfg("method=freeze", "method.layers=1")
+    frozen = run(cfg)["train_info"]["trainable_params"]
+    assert 0 < frozen < full / 2
+
+
+def test_invalid_budget_is_refused_without_success(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.steps=0")
+    assert execute(cfg) == 2
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["run_info"]["status"] == "invalid" and "train.steps" in result["run_info"]["error"]
+
+
+def test_unknown_method_lists_choices():
+    with pytest.raises(Exception, match="lora"):
+        compose_cfg("method=nope")
