@@ -73,5 +73,6 @@ def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg
     metrics.update({"latency_ms_mean": float(ms.mean()), "latency_ms_p50": float(np.percentile(ms, 50)),
                     "latency_ms_p95": float(np.percentile(ms, 95)), "gen_tokens_per_s": n_tokens / wall,
                     "generated_tokens": n_tokens, "eval_time_s": wall})
-    rows = [{"input": r["input"], "reference": r["output"], "prediction": a} for r, a in zip(records, answers)]
+    rows = [{"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "prediction": a}
+            for r, a in zip(records, answers)]
     return metrics, rows

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 MiB, KiB = 2.0**20, 2.0**10
+UNIT = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Metric:
     unit: str = ""
     scale: float = 1.0          # shown value = stored value / scale (e.g. bytes → MiB)
     digits: int = 3
+    bounds: tuple[float, float] | None = None   # the range a value can take, where it has one
 
     @property
     def sign(self) -> int:
@@ -40,12 +42,12 @@ class Metric:
 
 
 _ALL = (
-    Metric("f1_micro", "eval_info", True, "F1 micro"),
-    Metric("f1_macro", "eval_info", True, "F1 macro"),
-    Metric("precision", "eval_info", True, "Precision"),
-    Metric("recall", "eval_info", True, "Recall"),
-    Metric("exact_match", "eval_info", True, "Exact match"),
-    Metric("parse_fail_rate", "eval_info", False, "Parse failures"),
+    Metric("f1_micro", "eval_info", True, "F1 micro", bounds=UNIT),
+    Metric("f1_macro", "eval_info", True, "F1 macro", bounds=UNIT),
+    Metric("precision", "eval_info", True, "Precision", bounds=UNIT),
+    Metric("recall", "eval_info", True, "Recall", bounds=UNIT),
+    Metric("exact_match", "eval_info", True, "Exact match", bounds=UNIT),
+    Metric("parse_fail_rate", "eval_info", False, "Parse failures", bounds=UNIT),
     Metric("eval_time_s", "eval_info", False, "Eval time", "s", digits=1),
     Metric("latency_ms_mean", "eval_info", False, "Latency mean", "ms", digits=1),
     Metric("latency_ms_p50", "eval_info", False, "Latency p50", "ms", digits=1),

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import matplotlib
 
@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from bench.metrics import metric, pareto_front, shown  # noqa: E402
 
@@ -71,6 +72,8 @@ def _figure(height: float) -> tuple[Figure, plt.Axes]:
 def _legend(fig: Figure, ax: plt.Axes) -> None:
     """Methods legend under the axes, three per row."""
     handles, labels = ax.get_legend_handles_labels()
+    pairs = sorted(zip(handles, labels), key=lambda hl: hl[1] == "Pareto front")   # methods first
+    handles, labels = [h for h, _ in pairs], [lab for _, lab in pairs]
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False, fontsize=6.5,
                    handlelength=1.5, columnspacing=1.0)
@@ -92,10 +95,42 @@ def loss_curves(runs: pd.DataFrame) -> Figure:
                 ax.fill_between(steps, np.clip(mean - std, 1e-6, None), mean + std, color=color(method),
                                 alpha=0.2, lw=0)
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis, *ax.get_ylim())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Optimizer step")
         ax.set_ylabel("Training loss (nats/token, log)")
         _legend(fig, ax)
     return fig
+
+
+def _compact(value: float) -> str:
+    """1000 → 1k, 30000 → 30k, 1.2e6 → 1.2M; below 1000 as is."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:g}{suffix}"
+    return f"{value:g}"
+
+
+def _plain_log_ticks(axis: Any, low: float, high: float) -> None:
+    """Log-axis ticks as plain numbers; where more than six would show, only those at 1, 2, 3 and 5."""
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    crowded = sum(low <= m * 10.0**d <= high for d in decades for m in range(1, 10)) > 6
+
+    def label(value: float, _pos: int) -> str:
+        mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
+        return "" if crowded and round(mantissa) not in (1, 2, 3, 5) else _compact(value)
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: _compact(value)))
+    axis.set_minor_formatter(FuncFormatter(label))
+
+
+def _clamp(ax: plt.Axes, key: str) -> None:
+    """Keep the y range inside the metric's bounds (plus a margin), e.g. F1 never below 0."""
+    bounds = metric(key).bounds
+    if bounds:
+        low, high = ax.get_ylim()
+        margin = 0.03 * (bounds[1] - bounds[0])
+        ax.set_ylim(max(low, bounds[0] - margin), min(high, bounds[1] + margin))
 
 
 def f1_vs_params(runs: pd.DataFrame, *, quality: str = "f1_micro", cost: str = "trainable_params") -> Figure:
@@ -113,6 +148,8 @@ def f1_vs_params(runs: pd.DataFrame, *, quality: str = "f1_micro", cost: str = "
                     label="Pareto front")
             ax.scatter(front[cost], front[quality], s=70, facecolors="none", edgecolors="0.2", lw=0.8, zorder=4)
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, *ax.get_xlim())
+        _clamp(ax, quality)
         ax.set_xlabel(f"{metric(cost).heading} (log)")
         ax.set_ylabel(metric(quality).heading)
         _legend(fig, ax)
@@ -143,7 +180,7 @@ def _bar_label(runs: pd.DataFrame, key: str) -> str:
     """Axis label with the unit, and the kind of memory where the metric is memory."""
     kinds = sorted({MEM_KINDS.get(k, k) for k in runs["mem_kind"].dropna()}) if key == "peak_mem_bytes" else []
     m = metric(key)
-    return f"{m.label} ({m.unit}, {' / '.join(kinds)})" if kinds else m.heading
+    return f"{m.heading}\n{' / '.join(kinds)}" if kinds else m.heading
 
 
 def figures(runs: pd.DataFrame) -> dict[str, Figure]:

@@ -119,12 +119,13 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> str:
     for (model, task), group in summary.groupby(["model", "task"], sort=False):
         shown = table(group)
         align = ["left", "left", "right"] + ["right"] * len(TABLE)
-        parts += [f"## {model} · {task}\n", shown.to_markdown(index=False, colalign=align) + "\n"]
+        text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)   # keep "0.980", not 0.98
+        parts += [f"## {model} · {task}\n", text + "\n"]
     failed = runs[runs["status"] != "success"]
     if not failed.empty:
         rows = failed[["model", "task", "method", "seed", "status", "error", "log_path"]].copy()
         rows["error"] = rows["error"].fillna("").map(lambda e: str(e).replace("|", "\\|").replace("\n", " ")[:200])
-        parts += ["## Runs that did not succeed\n", rows.to_markdown(index=False) + "\n"]
+        parts += ["## Runs that did not succeed\n", rows.to_markdown(index=False, disable_numparse=True) + "\n"]
     return "\n".join(parts)
 
 

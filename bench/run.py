@@ -36,12 +36,12 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from bench import data, evaluate, measure, modeling, train
     import tasks
 
-    transformers.set_seed(int(cfg.seed))
     task = tasks.module(cfg.task)
     train_records = task.load_split(cfg.task, "train")
     eval_records = task.load_split(cfg.task, "eval")[: cfg.eval.max_records or None]
     tokenizer, model, base_info = modeling.load(cfg)
     tokenizer.save_pretrained(out / "tokenizer")
+    transformers.set_seed(int(cfg.seed))  # after the base, which may have been built (and drawn numbers) just now
     model = _call(cfg.method.builder, model, cfg.method, cfg.model)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
