@@ -5,8 +5,12 @@ TASK    ?= triples_synth
 METHOD  ?= lora
 GPUS    ?= 1
 ARGS    ?=
+METHODS ?=
+SEEDS   ?=
+SWEEP_DIR ?=
+SWEEP   ?= results/sweeps/default
 
-.PHONY: help setup run base test test-fast clean
+.PHONY: help setup run base sweep report test test-fast clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,8 +21,14 @@ setup:  ## .venv with everything (CPU torch when no GPU is present)
 run:  ## one run: make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100"
 	.venv/bin/deepspeed --num_gpus $(GPUS) --no_local_rank --module bench.run model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)
 
+sweep:  ## the method grid (default: all nine methods on the embedded tiny model), then the report
+	$(PY) -m bench.sweep models=$(MODEL) tasks=$(TASK) gpus=$(GPUS) $(if $(METHODS),methods=$(METHODS)) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(SWEEP_DIR),sweep_dir=$(SWEEP_DIR)) -- $(ARGS)
+
+report:  ## tables and figures of a sweep: make report SWEEP=results/sweeps/default
+	$(PY) -m bench.report $(SWEEP)
+
 base:  ## build (or find) the cached tiny base for MODEL and TASK
-	$(PY) -m bench.base model=$(MODEL) task=$(TASK) $(ARGS)
+	$(PY) -m bench.base model=$(MODEL) task=$(TASK) hydra.run.dir=.cache/peftbench/logs $(ARGS)
 
 test:  ## the test suite (CPU, no network)
 	$(PY) -m pytest -q

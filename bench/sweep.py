@@ -1,29 +1,24 @@
 """The sweep driver: methods × models × tasks × seeds, one ``deepspeed`` process per cell, then the report.
 
-Usage (a Hydra app, primary config ``conf/sweep.yaml``, presets in ``conf/sweep/``)::
-
-    python -m bench.sweep                                  # all nine methods, tiny_llama × triples_synth, seed 0
-    python -m bench.sweep sweep=smoke                      # preset: lora + full, 5 steps, 8 eval records
+    python -m bench.sweep                                  # every method, tiny_llama × triples_synth, seed 0
+    python -m bench.sweep sweep=smoke                      # preset (conf/sweep/): lora + full, 5 steps
     python -m bench.sweep methods=[lora,full] seeds=[0,1,2] models=llama2_7b tasks=triples gpus=8 \\
         -- train.steps=100 task.train_file=data/train.json # after "--": bench.run overrides for every cell
     python -m bench.sweep -m hydra/launcher=slurm methods=full,lora seeds=0,1,2   # Hydra multirun → SLURM
 
-Overrides. Keys before ``--`` configure the sweep (``methods models tasks seeds gpus sweep_dir name``…);
-words after ``--`` are ``bench.run`` overrides passed to every cell, stored in ``extra`` (the same as
-``'extra=["train.steps=5"]'``, without Hydra's quoting). Presets put theirs in ``cell_overrides``;
-``method_overrides`` holds overrides for one method's cells. ``cell_cmd`` / ``base_cmd`` are the
-commands run (tests swap in a fake cell).
+Keys before ``--`` configure the sweep (conf/sweep.yaml); words after it land in ``extra`` (as
+``'extra=["train.steps=5"]'`` would, without Hydra's quoting). Presets set ``cell_overrides``;
+``method_overrides`` are for one method's cells; ``cell_cmd``/``base_cmd`` are what runs (tests fake them).
 
-Design. A cell has to be its own process anyway (fresh memory figures; a crash touches one cell), so the
-driver is a plain loop over the cells of its config, which also gives one clear progress line per cell
-with an ETA and one report at the end. Hydra multirun still defines grids: every axis accepts one value,
-so ``-m methods=lora,full`` makes one Hydra job per slice, which any Hydra launcher can place (the
-submitit launcher sends them to SLURM, ``hydra/launcher=slurm``); the report then comes from the
-``MultirunReport`` callback. Resume is by the result JSONs alone: a cell whose ``result.json`` says
-success is skipped; any other cell (failed, invalid, or "running" after a kill) is cleared and rerun,
-and ``bench.run`` writes its JSON atomically, so a SIGKILL of the whole process group leaves nothing half
-written. A cell that dies without recording a result gets a failed JSON written here. Exit status: 0 when
-every cell succeeded, 1 otherwise (after the report), 2 when the grid does not compose.
+Design: a cell must be its own process anyway (fresh memory figures, a crash touches one cell), so the
+driver is a plain loop over its grid: one progress line per cell with an ETA, one report at the end.
+Hydra multirun still cuts grids: each axis also takes one value, so ``-m methods=lora,full`` makes a job
+per slice for any Hydra launcher (submitit → SLURM), and the ``MultirunReport`` callback reports after.
+Resume reads the JSONs only: a success recorded with the config hash this sweep would give the cell is
+skipped; anything else (failed, invalid, "running" after a kill) is cleared and rerun. ``bench.run`` writes
+atomically, and a cell that dies without a result gets a failed JSON from here, so a SIGKILL of the
+process group leaves nothing half written. Exit: 0 all succeeded, 1 otherwise (after the report), 2 when
+the grid does not compose.
 """
 
 from __future__ import annotations
@@ -127,12 +122,28 @@ def executable(argv: Sequence[Any]) -> list[str]:
     return [head, *rest]
 
 
+def run_info(result: Path) -> dict[str, Any]:
+    """The recorded ``run_info`` ({} where there is no readable result)."""
+    try:
+        return dict(json.loads(result.read_text())["run_info"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def status_of(result: Path) -> str | None:
     """The recorded status, or None where there is no readable result."""
-    try:
-        return str(json.loads(result.read_text())["run_info"]["status"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return run_info(result).get("status")
+
+
+def is_done(result: Path, expected_hash: str | None) -> bool:
+    """A success of the config this sweep would run now (a record without a hash: its status alone)."""
+    info = run_info(result)
+    recorded, changed = info.get("config_hash"), False
+    if info.get("status") == "success" and recorded and expected_hash and recorded != expected_hash:
+        log.warning("%s succeeded with another config (hash %s, now %s): it runs again", result.parent,
+                    recorded, expected_hash)
+        changed = True
+    return info.get("status") == "success" and not changed
 
 
 @contextlib.contextmanager
@@ -145,20 +156,27 @@ def _hydra_ready() -> Iterator[None]:
             yield
 
 
-def check_grid(cfg: DictConfig, cells: Sequence[Cell]) -> set[tuple[str, str]]:
-    """Compose every distinct cell before any runs (a typo fails in seconds); returns tiny (model, task)s."""
-    tiny = set()
+def check_grid(cfg: DictConfig,
+               cells: Sequence[Cell]) -> tuple[set[tuple[str, str]], dict[tuple[str, ...], str]]:
+    """Compose every distinct cell before any runs (a typo fails in seconds).
+
+    Returns the (model, task) pairs whose model is a tiny one (they need a base) and the config hash
+    each (model, task, method) will record, which resume compares with the recorded one.
+    """
+    tiny, hashes = set(), {}
     with _hydra_ready():
         for model, task, method in sorted({(c.model, c.task, c.method) for c in cells}):
             overrides = [o for o in run_overrides(cfg, Cell(model, task, method, 0), Path("."))
                          if not o.lstrip("+~").startswith("hydra")]
             try:
                 run_cfg = hydra.compose(config_name="config", overrides=overrides)
+                resolved = OmegaConf.to_container(run_cfg, resolve=True)
             except Exception as err:  # noqa: BLE001  (Hydra raises several types; all mean "fix the grid")
                 raise SweepError(f"method={method} model={model} task={task} does not compose: {err}") from err
+            hashes[(model, task, method)] = results.config_hash(resolved)
             if run_cfg.model.source == "tiny":
                 tiny.add((model, task))
-    return tiny
+    return tiny, hashes
 
 
 def run_logged(cmd: list[str], log_path: Path) -> int:
@@ -171,7 +189,7 @@ def run_logged(cmd: list[str], log_path: Path) -> int:
         return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
 
 
-def build_base(cfg: DictConfig, model: str, task: str, root: Path) -> str | None:
+def build_base(cfg: DictConfig, model: str, task: str, *, root: Path) -> str | None:
     """Build (or find) a tiny model's cached base once, before its cells; returns an error or None."""
     out = root / model / task / "base"
     cmd = [*executable(cfg.base_cmd), f"model={model}", f"task={task}", f"out_dir={out}", CHILD_LOGGING,
@@ -198,7 +216,7 @@ def record_failure(out: Path, cell: Cell, error: str) -> None:
     results.write_json(path, record)
 
 
-def run_cell(cfg: DictConfig, cell: Cell, root: Path, base_error: str | None) -> str:
+def run_cell(cfg: DictConfig, cell: Cell, root: Path, *, base_error: str | None = None) -> str:
     """Run one cell from a clean folder and return its recorded status."""
     out = cell.out_dir(root)
     shutil.rmtree(out, ignore_errors=True)      # every file of a cell comes from one attempt
@@ -216,14 +234,12 @@ def run_cell(cfg: DictConfig, cell: Cell, root: Path, base_error: str | None) ->
 
 
 def hms(seconds: float) -> str:
-    """Seconds as 1h02m03s / 2m03s / 3s."""
-    h, rest = divmod(int(round(seconds)), 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+    """Seconds as H:MM:SS."""
+    return f"{int(seconds) // 3600}:{time.strftime('%M:%S', time.gmtime(seconds))}"
 
 
-def run_cells(cfg: DictConfig, cells: Sequence[Cell], todo: set[Cell], bases: dict[tuple[str, str], str | None],
-              root: Path) -> dict[Cell, str]:
+def run_cells(cfg: DictConfig, cells: Sequence[Cell], *, todo: set[Cell],
+              bases: dict[tuple[str, str], str | None], root: Path) -> dict[Cell, str]:
     """Run the cells still to do, in order, logging progress with an ETA; returns every cell's status."""
     start, spent, statuses, left = time.perf_counter(), [], {}, len(todo)
     for i, cell in enumerate(cells, 1):
@@ -233,7 +249,7 @@ def run_cells(cfg: DictConfig, cells: Sequence[Cell], todo: set[Cell], bases: di
             continue
         log.info("[%d/%d] %s: running, log %s", i, len(cells), cell.label(), cell.out_dir(root) / "run.log")
         began = time.perf_counter()
-        statuses[cell] = run_cell(cfg, cell, root, bases.get((cell.model, cell.task)))
+        statuses[cell] = run_cell(cfg, cell, root, base_error=bases.get((cell.model, cell.task)))
         spent.append(time.perf_counter() - began)
         left -= 1
         eta = sum(spent) / len(spent) * left
@@ -242,19 +258,22 @@ def run_cells(cfg: DictConfig, cells: Sequence[Cell], todo: set[Cell], bases: di
     return statuses
 
 
-def report_and_summary(root: Path, statuses: dict[Cell, str], *, report: bool) -> None:
-    """The report (tables, figures) and the closing lines: failures with their logs, where outputs are."""
-    for cell, status in statuses.items():
-        if status != "success":
-            log.error("not successful: %s: %s, log %s", cell.label(), status, cell.out_dir(root) / "run.log")
-    ok = sum(s == "success" for s in statuses.values())
-    log.info("sweep %s: %d/%d cells successful", root, ok, len(statuses))
-    if report:
-        from bench import report as report_mod
+def write_report(root: Path) -> dict[str, Any]:
+    """Tables and figures of the whole sweep folder, and where they are."""
+    from bench import report
 
-        written = report_mod.write_report(root)
-        log.info("tables: %s (also .csv, .tex; runs.csv)", written["table.md"])
-        log.info("figures: %s (%d PNG + PDF)", root / "report" / "figures", len(written["figures"]))
+    written = report.write_report(root)
+    log.info("tables: %s (also .csv, .tex; runs.csv)", written["table.md"])
+    log.info("figures: %s (%d PNG + PDF)", root / "report" / "figures", len(written["figures"]))
+    return written
+
+
+def summarize(root: Path, statuses: dict[Cell, str]) -> None:
+    """The closing lines: the count, and each cell that did not succeed with its log."""
+    bad = {cell: status for cell, status in statuses.items() if status != "success"}
+    log.info("sweep %s: %d/%d cells successful", root, len(statuses) - len(bad), len(statuses))
+    for cell, status in bad.items():
+        log.error("not successful: %s: %s, log %s", cell.label(), status, cell.out_dir(root) / "run.log")
 
 
 def run_sweep(cfg: DictConfig, *, report: bool = True) -> int:
@@ -262,16 +281,19 @@ def run_sweep(cfg: DictConfig, *, report: bool = True) -> int:
     root = Path(cfg.sweep_dir)
     cells = grid(cfg)
     try:
-        tiny = check_grid(cfg, cells)
+        tiny, hashes = check_grid(cfg, cells)
     except SweepError as err:
         log.error("%s", err)
         return 2
-    todo = {c for c in cells if status_of(c.out_dir(root) / "result.json") != "success"}
+    todo = {c for c in cells
+            if not is_done(c.out_dir(root) / "result.json", hashes[(c.model, c.task, c.method)])}
     log.info("sweep %s: %d cells, %d done earlier, %d to run", root, len(cells), len(cells) - len(todo), len(todo))
     pairs = sorted({(c.model, c.task) for c in todo} & tiny) if cfg.base_cmd else []
-    bases = {pair: build_base(cfg, *pair, root) for pair in pairs}
-    statuses = run_cells(cfg, cells, todo, bases, root)
-    report_and_summary(root, statuses, report=report and bool(cfg.report))
+    bases = {pair: build_base(cfg, *pair, root=root) for pair in pairs}
+    statuses = run_cells(cfg, cells, todo=todo, bases=bases, root=root)
+    summarize(root, statuses)
+    if report and cfg.report:
+        write_report(root)
     return 0 if all(s == "success" for s in statuses.values()) else 1
 
 
@@ -282,10 +304,7 @@ class MultirunReport(Callback):
         """Write the report; fail the multirun if any run in the sweep did not succeed."""
         if not config.get("report", False):
             return
-        from bench import report as report_mod
-
-        written = report_mod.write_report(Path(config.sweep_dir))
-        log.info("tables: %s; figures: %s", written["table.md"], Path(config.sweep_dir) / "report" / "figures")
+        written = write_report(Path(config.sweep_dir))
         if written["failed"]:
             log.error("%d run(s) did not succeed; see %s", written["failed"], written["table.md"])
             sys.exit(1)  # Hydra turns a callback's exceptions into warnings; SystemExit sets the exit status

@@ -19,6 +19,15 @@ TINY = ["model.pretrain.steps=60", "train.steps=12", "train.log_every=4", "eval.
         "task.generator.n_train=256", "task.base_task.generator.n_train=256", "task.base_task.generator.n_eval=8"]
 
 
+DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def child_env() -> dict[str, str]:
+    """Environment for a child run: this process's in-process distributed settings are not inherited."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    return {**env, "PYTHONPATH": str(ROOT)}
+
+
 def compose_cfg(*overrides: str):
     """The real composed config with overrides."""
     with initialize_config_dir(str(CONF), version_base="1.3"):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, child_env
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +19,7 @@ def launch(out: Path, cache: Path, *overrides: str) -> dict:
     deepspeed = Path(sys.executable).parent / "deepspeed"
     cmd = [str(deepspeed), "--num_gpus", "1", "--no_local_rank", "--module", "bench.run", *TINY,
            f"cache_dir={cache}", f"out_dir={out}", *overrides]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "result.json").read_text())

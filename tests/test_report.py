@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 
 from bench import metrics, plots, report
@@ -142,8 +143,7 @@ def test_figures_have_one_series_per_method_in_its_colour(sweep_dir: Path) -> No
     memory = figs["peak_memory-tiny_llama-triples_synth"].axes[0]
     heights = [p.get_height() for p in memory.patches]
     assert heights == pytest.approx([410.0, 310.0, 330.0, 330.0])                      # MiB means, house order
-    assert [p.get_facecolor()[:3] for p in memory.patches][2] == pytest.approx(
-        matplotlib.colors.to_rgb(plots.METHOD_COLORS["lora"]))
+    assert [p.get_facecolor()[:3] for p in memory.patches][2] == pytest.approx(to_rgb(plots.METHOD_COLORS["lora"]))
     assert "MiB" in memory.get_ylabel() and "CPU peak RSS" in memory.get_ylabel()
     assert [t.get_text() for t in memory.texts] == ["failed"]                         # prefix tuning
     assert [t.get_text() for t in memory.get_xticklabels()][2] == "prefix_tuning"

@@ -88,6 +88,15 @@ def test_grid_order_and_cell_overrides(tmp_path: Path, fake: Path) -> None:
     one = sweep_cfg(tmp_path, fake, "methods=lora", "seeds=3")          # what a multirun job gets
     assert [(c.method, c.seed) for c in sweep.grid(one)] == [("lora", 3)]
     assert sweep_cfg(tmp_path, fake, "sweep=smoke").methods == ["lora", "full"]
+    for preset in sorted((ROOT / "conf" / "sweep").glob("*.yaml")):     # every shipped preset composes
+        assert sweep.grid(sweep_cfg(tmp_path, fake, f"sweep={preset.stem}"))
+
+
+def test_slurm_launcher_config_composes(tmp_path: Path, fake: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("sweep", overrides=["hydra/launcher=slurm", "gpus=8"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 8
 
 
 def test_words_after_double_dash_become_quoted_extra() -> None:
@@ -104,16 +113,22 @@ def test_an_unknown_method_stops_the_sweep_before_any_cell(tmp_path: Path, fake:
 
 
 def test_resume_skips_successful_cells_and_reruns_the_rest(tmp_path: Path, fake: Path) -> None:
-    cfg = sweep_cfg(tmp_path, fake, "methods=[lora,full,adalora,vblora]")
-    cell_dirs = {c.method: c.out_dir(Path(cfg.sweep_dir)) for c in sweep.grid(cfg)}
-    for method, state in {"lora": "success", "full": "failed", "adalora": "running"}.items():
-        results.write_json(cell_dirs[method] / "result.json", {"run_info": {"status": state, "run_id": "old"}})
+    cfg = sweep_cfg(tmp_path, fake, "methods=[lora,full,adalora,vblora,freeze]")
+    cells = sweep.grid(cfg)
+    cell_dirs = {c.method: c.out_dir(Path(cfg.sweep_dir)) for c in cells}
+    _, hashes = sweep.check_grid(cfg, cells)
+    lora_hash = hashes[("tiny_llama", "triples_synth", "lora")]
+    states = {"lora": ("success", lora_hash), "full": ("failed", None), "adalora": ("running", None),
+              "vblora": ("success", "another-config")}
+    for method, (state, config_hash) in states.items():
+        record = {"run_info": {"status": state, "run_id": "old", "config_hash": config_hash}}
+        results.write_json(cell_dirs[method] / "result.json", record)
     (cell_dirs["full"] / "stale_adapter.bin").write_text("from the failed attempt")
-    assert sweep.run_sweep(cfg) == 0
-    assert [c["method"] for c in calls(tmp_path)] == ["full", "adalora", "vblora"]
+    assert sweep.run_sweep(cfg) == 1                                    # freeze (the fake) always fails
+    assert [c["method"] for c in calls(tmp_path)] == ["full", "adalora", "vblora", "freeze"]
     assert json.loads((cell_dirs["lora"] / "result.json").read_text())["run_info"]["run_id"] == "old"
     assert not (cell_dirs["full"] / "stale_adapter.bin").exists()      # a rerun starts from a clean folder
-    assert sweep.run_sweep(cfg) == 0 and len(calls(tmp_path)) == 3    # everything done: nothing runs
+    assert sweep.run_sweep(cfg) == 1 and [c["method"] for c in calls(tmp_path)][4:] == ["freeze"]   # only it
 
 
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path: Path, fake: Path) -> None:
@@ -131,7 +146,8 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path: Path, fake: 
 
 def test_the_base_is_built_once_per_model_and_task_with_pending_cells(tmp_path: Path, fake: Path) -> None:
     base = tmp_path / "fake_base.py"
-    base.write_text(f"import sys\nopen({str(tmp_path / 'base_calls.txt')!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n")
+    record = f"open({str(tmp_path / 'base_calls.txt')!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')"
+    base.write_text(f"import sys\n{record}\n")
     cfg = sweep_cfg(tmp_path, fake, "methods=[lora,full]", "seeds=[0,1]", f"base_cmd=[python,{base}]",
                     "extra=['train.steps=5']")
     assert sweep.run_sweep(cfg) == 0
@@ -154,8 +170,8 @@ def test_cli_reports_progress_passes_overrides_and_exits_non_zero(tmp_path: Path
                    "eval.max_records=8")
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, output
-    assert "[1/2] lora seed0" in output and "ETA" in output and "[2/2] freeze seed0 (tiny_llama/triples_synth): failed" \
-        in output
+    assert "[1/2] lora seed0" in output and "ETA" in output
+    assert "[2/2] freeze seed0 (tiny_llama/triples_synth): failed" in output
     assert all(c["train.steps"] == "5" and c["eval.max_records"] == "8" for c in calls(tmp_path))
     assert (tmp_path / "sweep" / "sweep.log").exists() and (tmp_path / "sweep" / ".hydra" / "config.yaml").exists()
 
