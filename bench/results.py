@@ -42,9 +42,12 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """Stable hash of a resolved config with the seed and output location left out."""
+    """Stable hash of a resolved config with the seed and output location left out (also where derived)."""
     relevant = {k: v for k, v in config.items() if k not in ("seed", "out_dir")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    if config.get("out_dir"):
+        text = text.replace(json.dumps(str(config["out_dir"]))[1:-1], "<out_dir>")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def git_state() -> dict[str, Any]:

@@ -166,7 +166,8 @@ def check_grid(cfg: DictConfig,
     tiny, hashes = set(), {}
     with _hydra_ready():
         for model, task, method in sorted({(c.model, c.task, c.method) for c in cells}):
-            overrides = [o for o in run_overrides(cfg, Cell(model, task, method, 0), Path("."))
+            cell = Cell(model, task, method, 0)
+            overrides = [o for o in run_overrides(cfg, cell, cell.out_dir(Path(cfg.sweep_dir)))
                          if not o.lstrip("+~").startswith("hydra")]
             try:
                 run_cfg = hydra.compose(config_name="config", overrides=overrides)
