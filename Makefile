@@ -9,8 +9,10 @@ METHODS ?=
 SEEDS   ?=
 SWEEP_DIR ?=
 SWEEP   ?= results/sweeps/default
+NAME    ?= embedded
+BASELINE ?= results/baselines/embedded.json
 
-.PHONY: help setup run base sweep report test test-fast clean
+.PHONY: help setup run base sweep report test test-fast clean baseline compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +28,12 @@ sweep:  ## the method grid (default: all nine methods on the embedded tiny model
 
 report:  ## tables and figures of a sweep: make report SWEEP=results/sweeps/default
 	$(PY) -m bench.report $(SWEEP)
+
+baseline:  ## summarize a sweep into a committed baseline: make baseline SWEEP=results/sweeps/ci NAME=embedded
+	$(PY) -m bench.compare baseline $(SWEEP) --name $(NAME)
+
+compare:  ## regression verdict of a sweep against a baseline (exit 1 on a regression)
+	$(PY) -m bench.compare compare $(SWEEP) --baseline $(BASELINE)
 
 base:  ## build (or find) the cached tiny base for MODEL and TASK
 	$(PY) -m bench.base model=$(MODEL) task=$(TASK) hydra.run.dir=.cache/peftbench/logs $(ARGS)

@@ -23,6 +23,7 @@ from bench import chartok, data, evaluate, modeling, results, train
 import tasks
 
 log = logging.getLogger(__name__)
+BASE_FORMAT = 2  # bump when the way a base is built changes, so old caches are never reused silently
 
 
 def source_task(task_cfg: Any) -> DictConfig:
@@ -38,7 +39,7 @@ def corpus_texts(records: list[dict[str, str]], task_cfg: Any) -> list[str]:
 def base_key(cfg: Any, vocab: list[str]) -> str:
     """Hash of everything that determines the base: architecture, vocabulary, source task, budget, versions."""
     spec = {
-        "arch": OmegaConf.to_container(cfg.model.arch), "dtype": cfg.model.dtype,
+        "format": BASE_FORMAT, "arch": OmegaConf.to_container(cfg.model.arch), "dtype": cfg.model.dtype,
         "attn": cfg.model.attn_implementation, "pretrain": OmegaConf.to_container(cfg.model.pretrain),
         "base_task": OmegaConf.to_container(cfg.task.base_task), "template": cfg.task.prompt_template,
         "max_length": cfg.task.max_length, "vocab": vocab, "deepspeed": cfg.deepspeed.precision,
@@ -50,7 +51,7 @@ def base_key(cfg: Any, vocab: list[str]) -> str:
 def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str, Any]:
     """Full-train a fresh tiny model on the source schema, score it, save it to ``dest``."""
     pre = cfg.model.pretrain
-    model = modeling.build_tiny(cfg.model, len(tokenizer), int(pre.seed))
+    model = modeling.build_tiny(cfg.model, len(tokenizer), int(pre.seed), modeling.special_ids(tokenizer))
     task = tasks.module(src_task)
     examples = data.encode(task.load_split(src_task, "train"), tokenizer, src_task)
     train.ensure_distributed()

@@ -1,7 +1,8 @@
 """Every metric a run records: where it lives in the result JSON, which way is better, how to show it.
 
 This table is the one place directions are declared; the report's bold "best" cells, the Pareto
-fronts and regression verdicts all read them from here.
+fronts and regression verdicts all read them from here. ``noisy`` marks what a fixed seed does not pin
+(times, memory, speed): bench.compare leaves those out of its verdicts unless asked.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Metric:
     scale: float = 1.0          # shown value = stored value / scale (e.g. bytes → MiB)
     digits: int = 3
     bounds: tuple[float, float] | None = None   # the range a value can take, where it has one
+    noisy: bool = False         # varies run to run at a fixed seed (times, memory, speed); quality does not
 
     @property
     def sign(self) -> int:
@@ -48,20 +50,20 @@ _ALL = (
     Metric("recall", "eval_info", True, "Recall", bounds=UNIT),
     Metric("exact_match", "eval_info", True, "Exact match", bounds=UNIT),
     Metric("parse_fail_rate", "eval_info", False, "Parse failures", bounds=UNIT),
-    Metric("eval_time_s", "eval_info", False, "Eval time", "s", digits=1),
-    Metric("latency_ms_mean", "eval_info", False, "Latency mean", "ms", digits=1),
-    Metric("latency_ms_p50", "eval_info", False, "Latency p50", "ms", digits=1),
-    Metric("latency_ms_p95", "eval_info", False, "Latency p95", "ms", digits=1),
-    Metric("gen_tokens_per_s", "eval_info", True, "Generation speed", "tokens/s", digits=0),
+    Metric("eval_time_s", "eval_info", False, "Eval time", "s", digits=1, noisy=True),
+    Metric("latency_ms_mean", "eval_info", False, "Latency mean", "ms", digits=1, noisy=True),
+    Metric("latency_ms_p50", "eval_info", False, "Latency p50", "ms", digits=1, noisy=True),
+    Metric("latency_ms_p95", "eval_info", False, "Latency p95", "ms", digits=1, noisy=True),
+    Metric("gen_tokens_per_s", "eval_info", True, "Generation speed", "tokens/s", digits=0, noisy=True),
     Metric("eval_loss", "train_info", False, "Eval loss"),
     Metric("final_loss", "train_info", False, "Final train loss"),
-    Metric("train_time_s", "train_info", False, "Train time", "s", digits=1),
-    Metric("tokens_per_s", "train_info", True, "Train speed", "tokens/s", digits=0),
-    Metric("peak_mem_bytes", "train_info", False, "Peak memory", "MiB", scale=MiB, digits=0),
+    Metric("train_time_s", "train_info", False, "Train time", "s", digits=1, noisy=True),
+    Metric("tokens_per_s", "train_info", True, "Train speed", "tokens/s", digits=0, noisy=True),
+    Metric("peak_mem_bytes", "train_info", False, "Peak memory", "MiB", scale=MiB, digits=0, noisy=True),
     Metric("trainable_params", "train_info", False, "Trainable parameters", digits=0),
     Metric("trainable_pct", "train_info", False, "Trainable", "%", digits=3),
     Metric("adapter_bytes", "train_info", False, "Adapter size", "KiB", scale=KiB, digits=1),
-    Metric("wall_time_s", "run_info", False, "Wall time", "s", digits=1),
+    Metric("wall_time_s", "run_info", False, "Wall time", "s", digits=1, noisy=True),
 )
 METRICS: dict[str, Metric] = {m.key: m for m in _ALL}
 

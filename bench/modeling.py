@@ -16,10 +16,16 @@ def dtype_of(model_cfg: Any) -> torch.dtype:
     return getattr(torch, model_cfg.dtype)
 
 
-def build_tiny(model_cfg: Any, vocab_size: int, seed: int) -> PreTrainedModel:
-    """A randomly initialised model of the YAML's architecture (``arch``)."""
+def special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
+    """The pad/bos/eos ids a model config must agree on with its tokenizer."""
+    return {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos")}
+
+
+def build_tiny(model_cfg: Any, vocab_size: int, seed: int, special: dict[str, int | None] | None = None
+               ) -> PreTrainedModel:
+    """A randomly initialised model of the YAML's architecture (``arch``); ``special``: its tokenizer's ids."""
     arch = dict(model_cfg.arch)
-    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=vocab_size, **arch)
+    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=vocab_size, **(special or {}), **arch)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, attn_implementation=model_cfg.attn_implementation,
                                             dtype=dtype_of(model_cfg))

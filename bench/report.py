@@ -15,7 +15,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -29,12 +29,16 @@ TABLE = ("peak_mem_bytes", "trainable_pct", "train_time_s", "f1_micro", "f1_macr
 KEYS = ["model", "task", "method"]
 
 
-def load_runs(sweep_dir: Path) -> pd.DataFrame:
-    """Every ``result.json`` under ``sweep_dir`` as one flat row, methods in the figures' order."""
+def load_runs(sweep_dir: Path, extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Every ``result.json`` under ``sweep_dir`` as one flat row, methods in the figures' order.
+
+    ``extra(record)`` adds columns of its own to each row (bench.compare: config and fingerprint).
+    """
     rows = []
     for path in sorted(Path(sweep_dir).rglob("result.json")):
         try:
-            rows.append(metrics.flatten(json.loads(path.read_text()), path))
+            record = json.loads(path.read_text())
+            rows.append({**metrics.flatten(record, path), **(extra(record) if extra else {})})
         except (json.JSONDecodeError, OSError) as err:
             log.warning("skipping unreadable %s: %s", path, err)
     if not rows:
@@ -55,15 +59,15 @@ def status_text(statuses: pd.Series) -> str:
     return f"{ok}/{len(statuses)} success, {parts}" if ok else parts
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, task, method): status, seed counts and mean/std of each table metric."""
+def summarize(runs: pd.DataFrame, keys: Sequence[str] = TABLE) -> pd.DataFrame:
+    """One row per (model, task, method): status, seed counts and mean/std of each of ``keys``."""
     rows = []
     for (model, task, method), group in runs.groupby(KEYS, sort=False):
         ok = group[group["status"] == "success"]
         row: dict[str, Any] = {"model": model, "task": task, "method": method,
                                "status": status_text(group["status"]), "seeds": len(ok), "runs": len(group),
                                "mem_kind": " / ".join(sorted(ok["mem_kind"].dropna().unique()))}
-        for key in TABLE:
+        for key in keys:
             row[f"{key}_mean"], row[f"{key}_std"] = ok[key].mean(), ok[key].std()
         rows.append(row)
     return pd.DataFrame(rows)

@@ -5,17 +5,22 @@ Launch: ``deepspeed --no_local_rank --module bench.run method=lora out_dir=…``
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import bench  # noqa: F401  (registers config resolvers)
 from bench import results, validate
@@ -36,13 +41,16 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     from bench import data, evaluate, measure, modeling, train
     import tasks
 
+    phases = {"process_start": _process_start(), "imported": time.time()}
     task = tasks.module(cfg.task)
     train_records = task.load_split(cfg.task, "train")
     eval_records = task.load_split(cfg.task, "eval")[: cfg.eval.max_records or None]
     tokenizer, model, base_info = modeling.load(cfg)
+    validate.check_model(cfg, model)
     tokenizer.save_pretrained(out / "tokenizer")
     transformers.set_seed(int(cfg.seed))  # after the base, which may have been built (and drawn numbers) just now
-    model = _call(cfg.method.builder, model, cfg.method, cfg.model)
+    with validate.input_errors(f"method={cfg.method.name} refused model={cfg.model.name}"):
+        model = _call(cfg.method.builder, model, cfg.method, cfg.model)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     params = measure.parameter_counts(model)
@@ -59,10 +67,12 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
                           seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length))
     measure.reset_peak()
+    phases["train_start"] = time.time()
     on_step = hydra.utils.get_method(cfg.method.hooks.on_step) if cfg.method.hooks.on_step else None
     fit = train.fit(engine, stream, steps=int(cfg.train.steps), grad_accum=int(cfg.train.grad_accum),
                     log_every=int(cfg.train.log_every), on_step=on_step, desc=f"train {cfg.method.name}")
     memory = measure.peak_memory()
+    phases["train_end"] = time.time()
     trained = engine.module
     sizes = _call(cfg.method.saver, trained, out, cfg.method)
     eval_examples = data.encode(eval_records, tokenizer, cfg.task)
@@ -71,55 +81,121 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     metrics, rows = evaluate.evaluate(trained, tokenizer, eval_records, cfg.task, batch_size=int(cfg.eval.batch_size),
                                       max_new_tokens=int(cfg.eval.max_new_tokens))
     results.write_jsonl(out / "predictions.jsonl", rows)
+    phases["eval_end"] = time.time()
     train_info = {**fit, "eval_loss": eval_loss, **memory, **params, "adapter_bytes": sizes.pop("adapter"),
                   "adapter_bytes_variants": sizes, "precision": prec,
                   "method_summary": _call(cfg.method.hooks.summary, trained),
                   "pad_share": data.pad_share(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
                                               group_by_length=bool(cfg.train.group_by_length))}
     base = {k: v for k, v in base_info.items()}
-    return {"train_info": train_info, "eval_info": metrics, "base_info": base}
+    return {"train_info": train_info, "eval_info": metrics, "base_info": base, "phases": phases}
 
 
 def execute(cfg: DictConfig) -> int:
-    """Run and record; the exit status is 0 for success, 2 for an invalid config, 1 for a failure."""
-    out = Path(cfg.out_dir)
+    """Run and record; the exit status is 0 for success, 2 for an invalid config, 1 for a failure.
+
+    Input errors (``validate.InputError``: config, data, a method refusing its options) are ``invalid``;
+    anything else, an out-of-memory or a SIGTERM included, is ``failed`` with its traceback. A SIGKILL
+    leaves the ``running`` record, which ``bench.sweep`` turns into a failure and a rerun replaces.
+    """
+    out = Path(str(cfg.out_dir))
     rank = int(os.environ.get("RANK", "0"))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    record: dict[str, Any] = {
-        "run_info": {"run_id": uuid.uuid4().hex[:12], "status": "running", "error": None, "config": resolved,
-                     "config_hash": results.config_hash(resolved), "seed": int(cfg.seed),
-                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "log_path": str(out / "run.log"),
-                     **results.git_state()},
-    }
+    record = _new_record(cfg, out)
     start = time.perf_counter()
     status, code = "success", 0
     try:
-        validate.check(cfg)
-        if rank == 0:
-            results.write_json(out / "result.json", record)
-        record.update(train_and_evaluate(cfg, out))
-    except (validate.ConfigError, ValueError, FileNotFoundError) as err:
+        with _signals_raise():
+            cfg = _validated(cfg, record["run_info"])
+            if rank == 0:
+                results.write_json(out / "result.json", record)
+            record.update(train_and_evaluate(cfg, out))
+            record["run_info"]["phases"] = record.pop("phases")
+    except Exception as err:  # noqa: BLE001  (every crash is recorded, then reported by the exit status)
         status, code = ("invalid", 2) if _is_input_error(err) else ("failed", 1)
         record["run_info"]["error"] = f"{type(err).__name__}: {err}"
-        log.error("%s run: %s", status, err)
-    except Exception as err:  # noqa: BLE001  (every crash is recorded, then reported by the exit status)
-        status, code = "failed", 1
-        record["run_info"]["error"] = f"{type(err).__name__}: {err}"
-        record["run_info"]["traceback"] = traceback.format_exc()
-        log.exception("run failed")
+        if code == 1:
+            record["run_info"]["traceback"] = traceback.format_exc()
+            log.exception("run failed (log %s)", record["run_info"]["log_path"])
+        else:
+            log.error("invalid run: %s", err)
     record["run_info"].update({"status": status, "wall_time_s": time.perf_counter() - start})
     record["meta_info"] = _meta()
     if rank == 0:
-        results.write_json(out / "result.json", record)
-        log.info("%s: %s", status, out / "result.json")
+        _write_result(out / "result.json", record)
     return code
 
 
-def _is_input_error(err: Exception) -> bool:
-    """Errors the user's input caused, found before any training."""
-    from tasks.triples import DataError
+def _new_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """The run's record before anything ran; a config that does not resolve is recorded unresolved."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001  (validation names the problem; the record keeps what was asked)
+        resolved = OmegaConf.to_container(cfg, resolve=False)
+    return {
+        "run_info": {"run_id": uuid.uuid4().hex[:12], "status": "running", "error": None, "config": resolved,
+                     "config_hash": results.config_hash(resolved), "seed": resolved.get("seed"),
+                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "log_path": str(out / "run.log"),
+                     **results.git_state()},
+    }
 
-    return isinstance(err, (validate.ConfigError, DataError))
+
+def _validated(cfg: DictConfig, run_info: dict[str, Any]) -> DictConfig:
+    """Every cheap check, its warnings recorded; a copy of ``cfg`` with ``deepspeed.json_file`` merged into ``extra``."""
+    run_info["warnings"] = validate.check(cfg)
+    for warning in run_info["warnings"]:
+        log.warning("%s", warning)
+    from_file = validate.deepspeed_json(cfg.deepspeed)
+    if not from_file:
+        return cfg
+    run_info["deepspeed_json"] = from_file
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.deepspeed.extra = {**from_file, **OmegaConf.to_container(cfg.deepspeed.extra or {}, resolve=True)}
+    return cfg
+
+
+def _is_input_error(err: Exception) -> bool:
+    """Errors the user's input caused (config, data, a method refusing its options), found before training."""
+    return isinstance(err, validate.InputError)
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT arrived: the run stops and records a failure instead of vanishing."""
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into ``Interrupted`` while the run works (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_result(path: Path, record: dict[str, Any]) -> None:
+    """The final record; where it cannot be written (out_dir is a file) the log says so."""
+    try:
+        results.write_json(path, record)
+    except OSError as err:
+        log.error("%s: could not write %s (%s)", record["run_info"]["status"], path, err)
+        return
+    log.info("%s: %s", record["run_info"]["status"], path)
+
+
+def _process_start() -> float:
+    """When this process started (epoch seconds): the launcher's share of a cell's wall time ends here."""
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def _meta() -> dict[str, Any]:
@@ -132,11 +208,30 @@ def _meta() -> dict[str, Any]:
             "hostname": os.uname().nodename}
 
 
+_STARTED = False   # set once Hydra has composed the config and handed it to main()
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    global _STARTED
+    _STARTED = True
     sys.exit(execute(cfg))
 
 
+def cli() -> None:
+    """``main``, with Hydra's own refusals (an unknown model/method/task/deepspeed name, a bad override,
+    an out_dir Hydra cannot create) exiting 2 like every invalid input. Hydra refuses before ``execute``,
+    so no result.json exists for these: the message above this one is the record."""
+    try:
+        main()
+    except SystemExit as done:
+        if not _STARTED and done.code not in (0, None):
+            print("bench.run: invalid command line: the config did not compose or Hydra could not prepare "
+                  "out_dir (see above); nothing ran and no result.json was written", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,47 +1,258 @@
-"""Cheap checks before any model is loaded: each error names the field, the bad value and the fix."""
+"""Checks before any model is loaded, and on the loaded model before training.
+
+Every error names the field, the bad value and the fix. ``check`` runs first (config values, paths,
+callables, the peft config, the DeepSpeed JSON, the data through the task's own ``check``, and for a
+tiny model its architecture built without weights); ``check_model`` runs on the loaded model (target
+modules, sequence budget); ``input_errors`` marks the ``ValueError``s of applying a method as input
+errors. Anything these raise is recorded as status ``invalid`` (exit 2), never as a crash.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 
-class ConfigError(ValueError):
+CONF = Path(__file__).resolve().parent.parent / "conf"
+POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
+            "task.max_length", "task.max_new_tokens", "eval.max_new_tokens")
+OPTIONAL_COUNTS = ("eval.max_records", "task.max_train_records", "task.max_eval_records")
+CHOICES = {"train.schedule": ("cosine", "linear", "constant"), "deepspeed.precision": ("auto", "fp16", "bf16", "fp32"),
+           "deepspeed.zero_stage": (0, 1, 2, 3), "model.source": ("tiny", "hub", "local")}
+CALLABLES = ("builder", "saver", "hooks.on_step", "hooks.summary")
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length")
+
+
+class InputError(ValueError):
+    """An error the user's input caused (config or data): the run is ``invalid``, not ``failed``."""
+
+
+class ConfigError(InputError):
     """A config value the run cannot use."""
 
 
-def _positive(cfg: Any, dotted: str) -> None:
-    value = cfg
-    for part in dotted.split("."):
-        value = value[part]
-    if value is None or float(value) <= 0:
-        raise ConfigError(f"{dotted}={value} must be > 0")
-
-
-def check(cfg: Any) -> None:
-    """Raise ``ConfigError`` for the first problem found in the composed config."""
-    for key in ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
-                "task.max_length", "task.max_new_tokens"):
-        _positive(cfg, key)
-    for i, group in enumerate(cfg.method.param_groups or []):
-        if "match" not in group or float(group.get("lr", 0)) <= 0:
-            raise ConfigError(f"method.param_groups[{i}]={dict(group)} needs a 'match' substring and an lr > 0")
+def check(cfg: Any) -> list[str]:
+    """Raise ``ConfigError`` (or the task's data error) for the first problem; return the warnings."""
+    _resolves(cfg)
+    _numbers(cfg)
+    _choices(cfg)
     if Path(cfg.out_dir).is_file():
         raise ConfigError(f"out_dir={cfg.out_dir} is a file; point out_dir at a directory")
-    if cfg.model.source not in ("tiny", "hub", "local"):
-        raise ConfigError(f"model.source={cfg.model.source!r} must be tiny, hub or local")
-    if cfg.model.source == "tiny" and not cfg.model.get("arch"):
-        raise ConfigError(f"model.source=tiny needs model.arch (the architecture to build) in {cfg.model.name}")
-    if cfg.model.source == "local" and not Path(str(cfg.model.path)).is_dir():
-        raise ConfigError(f"model.path={cfg.model.path} is not a folder (model.source=local)")
-    if cfg.train.gradient_checkpointing and not cfg.method.supports_gradient_checkpointing:
-        raise ConfigError(f"train.gradient_checkpointing=true is not supported by method={cfg.method.name}; "
+    _model(cfg)
+    _method(cfg)
+    deepspeed_json(cfg.deepspeed)
+    warnings = _data(cfg)
+    if cfg.model.source == "tiny":
+        check_model(cfg, skeleton(cfg.model))
+    return warnings
+
+
+def _resolves(cfg: Any) -> None:
+    """Every ``???`` is filled and every interpolation resolves."""
+    missing = sorted(OmegaConf.missing_keys(cfg), key=lambda k: (k.endswith("eval_file"), k))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not set (the YAML says ???); give {'them' if missing[1:] else 'it'} "
+                          f"on the command line, e.g. {missing[0]}=…")
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # noqa: BLE001  (omegaconf raises several types; all mean "fix the config")
+        raise ConfigError(f"the config does not resolve: {err}") from err
+
+
+def _value(cfg: Any, dotted: str) -> Any:
+    """The value at a dotted key."""
+    return OmegaConf.select(cfg, dotted)
+
+
+def _numbers(cfg: Any) -> None:
+    """Budgets, sizes and rates are positive numbers; optional caps are null or ≥ 0."""
+    for key in POSITIVE:
+        value = _value(cfg, key)
+        if not _is_number(value) or float(value) <= 0:
+            raise ConfigError(f"{key}={value} must be a number > 0")
+    for key in OPTIONAL_COUNTS:
+        value = _value(cfg, key)
+        if value is not None and (not _is_number(value) or int(value) < 0):
+            raise ConfigError(f"{key}={value} must be null (no cap) or a whole number ≥ 0")
+    for i, group in enumerate(cfg.method.get("param_groups") or []):
+        if "match" not in group or not _is_number(group.get("lr")) or float(group.get("lr")) <= 0:
+            raise ConfigError(f"method.param_groups[{i}]={dict(group)} needs a 'match' substring and an lr > 0")
+
+
+def _is_number(value: Any) -> bool:
+    """True for ints and floats (and numeric strings), False for anything else."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
+
+
+def _choices(cfg: Any) -> None:
+    """Keys with a fixed set of values (a typo would otherwise fall back silently)."""
+    for key, allowed in CHOICES.items():
+        value = _value(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} must be one of {', '.join(map(str, allowed))}")
+
+
+def _model(cfg: Any) -> None:
+    """The model's source exists, its dtype is a torch dtype, and remote code only where its YAML opts in."""
+    import torch
+
+    model = cfg.model
+    if model.source == "tiny" and not model.get("arch"):
+        raise ConfigError(f"model.source=tiny needs model.arch (the architecture to build) in {model.name}")
+    if model.source == "local" and not Path(str(model.path)).is_dir():
+        raise ConfigError(f"model.path={model.path} is not a folder (model.source=local); point it at a saved model")
+    if not isinstance(getattr(torch, str(model.dtype), None), torch.dtype):
+        raise ConfigError(f"model.dtype={model.dtype!r} is not a torch dtype; use float32, float16 or bfloat16")
+    if model.get("trust_remote_code") and not _yaml_opts_in(_model_choice(cfg)):
+        raise ConfigError(
+            f"model.trust_remote_code=true would run Python code from {model.path or model.name}, but conf/model/"
+            f"{_model_choice(cfg)}.yaml does not opt in; drop the override, or, if you trust that code, set "
+            "trust_remote_code: true in a model YAML of your own (as chatglm_6b.yaml does)")
+
+
+def _model_choice(cfg: Any) -> str:
+    """The model YAML this run composed (Hydra's choice inside the app, else the model's name)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("model", cfg.model.name))
+    return str(cfg.model.name)
+
+
+def _yaml_opts_in(name: str) -> bool:
+    """Whether ``conf/model/<name>.yaml`` itself (or a YAML it extends) says ``trust_remote_code: true``.
+
+    Command-line overrides never reach the file, so remote code needs a reviewed YAML, not a flag.
+    """
+    path = CONF / "model" / f"{name}.yaml"
+    if not path.is_file():
+        return False
+    node = OmegaConf.load(path)
+    if "trust_remote_code" in node:         # our model YAMLs list _self_ last: their own value wins
+        return bool(node.trust_remote_code)
+    return any(_yaml_opts_in(str(p)) for p in node.get("defaults", []) if str(p) != "_self_")
+
+
+def _method(cfg: Any) -> None:
+    """The method's functions import, its peft config builds, and its options fit the model."""
+    import hydra
+
+    method = cfg.method
+    for key in CALLABLES:
+        dotted = _value(method, key)
+        if dotted:
+            try:
+                hydra.utils.get_method(dotted)
+            except Exception as err:  # noqa: BLE001  (import errors of every kind mean "fix the name")
+                cause = " ".join(str(err).split())
+                raise ConfigError(f"method.{key}={dotted} cannot be imported ({cause}); name a module.function") from err
+    if method.get("peft_config") is not None:
+        try:
+            hydra.utils.instantiate(method.peft_config)
+        except Exception as err:  # noqa: BLE001  (peft's own validation raises ValueError, TypeError, …)
+            raise ConfigError(f"method.peft_config of method={method.name} does not build "
+                              f"{method.peft_config.get('_target_')}: {err.__cause__ or err}; fix the value in "
+                              f"conf/method/{method.name}.yaml or the override") from err
+    if cfg.train.gradient_checkpointing and not method.supports_gradient_checkpointing:
+        raise ConfigError(f"train.gradient_checkpointing=true is not supported by method={method.name}; "
                           "set train.gradient_checkpointing=false")
     layers = cfg.model.arch.get("num_hidden_layers") if cfg.model.get("arch") else None
-    n = cfg.method.get("layers")
-    if n is not None and (int(n) <= 0 or (layers is not None and int(n) > int(layers))):
+    n = method.get("layers")
+    if n is not None and (not _is_number(n) or int(n) <= 0 or (layers is not None and int(n) > int(layers))):
         raise ConfigError(f"method.layers={n} must be in 1..{layers or 'the model’s layer count'}")
-    if cfg.task.get("generator") is None:
-        for split in ("train_file", "eval_file"):
-            if not Path(str(cfg.task[split])).is_file():
-                raise ConfigError(f"task.{split}={cfg.task[split]} does not exist; point it at a JSON/JSONL file")
+
+
+def deepspeed_json(ds_cfg: Any) -> dict[str, Any]:
+    """The parsed ``deepspeed.json_file`` ({} when unset); errors name the file and line."""
+    name = ds_cfg.get("json_file")
+    if not name:
+        return {}
+    path = Path(str(name))
+    if not path.is_file():
+        raise ConfigError(f"deepspeed.json_file={path} does not exist or is not a file; point it at a DeepSpeed JSON")
+    try:
+        parsed = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"deepspeed.json_file={path}: malformed JSON at line {err.lineno}, column {err.colno}: "
+                          f"{err.msg}; fix the file") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"deepspeed.json_file={path} cannot be read as UTF-8 text ({err})") from err
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"deepspeed.json_file={path} holds a JSON {type(parsed).__name__}; expected an object "
+                          "of DeepSpeed settings")
+    return parsed
+
+
+def _data(cfg: Any) -> list[str]:
+    """The task module imports and its data passes the task's own ``check`` (when it has one)."""
+    import tasks
+
+    try:
+        task = tasks.module(cfg.task)
+    except ImportError as err:
+        raise ConfigError(f"task.module={cfg.task.module} cannot be imported ({err}); name a module under tasks/") from err
+    return list(task.check(cfg.task)) if hasattr(task, "check") else []
+
+
+def skeleton(model_cfg: Any) -> Any:
+    """A tiny model's architecture on the meta device: its module names and config, no weights, no base."""
+    import torch
+
+    from bench import modeling
+
+    with torch.device("meta"):
+        return modeling.build_tiny(model_cfg, vocab_size=2**18, seed=0)   # a vocab past any default pad id
+
+
+def check_model(cfg: Any, model: Any) -> None:
+    """The method's target modules exist in ``model`` and the sequence budget fits its positions."""
+    _target_modules(cfg, model)
+    config = getattr(model, "config", None)
+    positions = next((getattr(config, k) for k in POSITION_KEYS if isinstance(getattr(config, k, None), int)), None)
+    virtual = int(_value(cfg, "method.peft_config.num_virtual_tokens") or 0)
+    length, new = int(cfg.task.max_length), int(cfg.eval.max_new_tokens)
+    if positions and virtual + length + new > positions:
+        room = positions - virtual - new
+        fix = f"lower task.max_length to at most {room}" if room > 0 else "lower eval.max_new_tokens"
+        fix += ", or method.peft_config.num_virtual_tokens" if virtual else ", or use a model with more positions"
+        raise ConfigError(
+            f"sequence budget {virtual + length + new} = method.peft_config.num_virtual_tokens ({virtual}) + "
+            f"task.max_length ({length}) + eval.max_new_tokens ({new}) exceeds model={cfg.model.name}'s "
+            f"max_position_embeddings={positions}; {fix}")
+
+
+def _target_modules(cfg: Any, model: Any) -> None:
+    """Every entry of ``method.peft_config.target_modules`` names a module of the model (as peft matches)."""
+    targets = _value(cfg, "method.peft_config.target_modules")
+    if targets is None or targets == "all-linear":
+        return
+    names = [n for n, _ in model.named_modules() if n]
+    if isinstance(targets, str):
+        missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+    else:
+        missing = [str(t) for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and not any(m.children())})
+        shown = OmegaConf.to_container(targets) if OmegaConf.is_list(targets) else targets
+        raise ConfigError(f"method.peft_config.target_modules={shown}: {missing} match no module of "
+                          f"model={cfg.model.name}; its leaf modules are {leaves} (model.lora_targets sets the default)")
+
+
+@contextlib.contextmanager
+def input_errors(what: str) -> Iterator[None]:
+    """``ValueError``s raised inside (peft's way to refuse a config) become ``ConfigError``s naming ``what``."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{what}: {err}") from err

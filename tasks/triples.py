@@ -6,31 +6,44 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.validate import InputError
 from tasks import synth
 
 Record = dict[str, str]
 KEY_SHAPES = (("instruction", "input", "output"), ("text", "answer"))
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or record the task cannot use; the message names the file and the fix."""
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a file that cannot be read is a ``DataError`` naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {err.start}); save it as UTF-8 JSON") from err
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err}); check the path and its permissions") from err
 
 
 def _read_json_records(path: Path) -> list[Any]:
     """A JSON list or JSON Lines file; errors name the file and line."""
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if text.lstrip().startswith("["):
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+            raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; "
+                            "fix the file (a JSON list or one JSON object per line)") from err
     records = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}: malformed JSON Lines record at line {lineno}: {err.msg}") from err
+                raise DataError(f"{path}: malformed JSON Lines record at line {lineno}, column {err.colno}: "
+                                f"{err.msg}; fix that line (one JSON object per line)") from err
     return records
 
 
@@ -44,12 +57,17 @@ def normalize(raw: Any, *, instruction: str, where: str) -> Record:
     raise DataError(f"{where}: record has keys {keys}; expected {list(KEY_SHAPES[0])} or {list(KEY_SHAPES[1])}")
 
 
-def load_file(path: str | Path, *, instruction: str) -> list[Record]:
-    """All records of a user's data file, validated."""
+def load_file(path: str | Path, *, instruction: str, field: str = "task.train_file/task.eval_file") -> list[Record]:
+    """All records of a user's data file, validated; ``field`` is the config key the path came from."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{field}={path} is a directory, not a file; point it at a JSON or JSON Lines file")
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist or is not a file; set task.train_file/task.eval_file")
-    return [normalize(r, instruction=instruction, where=f"{path} record {i}") for i, r in enumerate(_read_json_records(path))]
+        raise DataError(f"data file {path} does not exist or is not a file; set {field} to an existing file")
+    raw = _read_json_records(path)
+    if not isinstance(raw, list):
+        raise DataError(f"{path}: the JSON is a {type(raw).__name__}; expected a list of records (or JSON Lines)")
+    return [normalize(r, instruction=instruction, where=f"{path} record {i}") for i, r in enumerate(raw)]
 
 
 def load_split(task: Any, split: str) -> list[Record]:
@@ -57,14 +75,48 @@ def load_split(task: Any, split: str) -> list[Record]:
     gen = task.get("generator")
     if gen:
         n = gen.n_train if split == "train" else gen.n_eval
+        if int(n) <= 0:
+            raise DataError(f"task.generator.n_{split}={n} gives an empty {split} split; set it > 0")
         seed = gen.seed if split == "train" else gen.seed + 1_000_003
         return synth.generate(n, seed, gen.schema)
-    records = load_file(task[f"{split}_file"], instruction=task.instruction)
+    records = load_file(task[f"{split}_file"], instruction=task.instruction, field=f"task.{split}_file")
     limit = task.get(f"max_{split}_records")
     records = records[:limit] if limit else records
     if not records:
-        raise DataError(f"task.{split}_file={task[f'{split}_file']} has no records")
+        raise DataError(f"task.{split}_file={task[f'{split}_file']} has no records; the {split} split must not be "
+                        "empty")
     return records
+
+
+def format_problems(records: list[Record]) -> tuple[int, list[str]]:
+    """How many records have answer lines that are not ``head_relation_tail``, and a few such lines."""
+    count, examples = 0, []
+    for i, record in enumerate(records):
+        lines = (line.strip() for line in record["output"].split("\n"))
+        bad = [line for line in lines if line and len(line.split("_")) != 3]
+        count += bool(bad)
+        examples += [f"record {i}: {line!r}" for line in bad][: max(0, 3 - len(examples))]
+    return count, examples
+
+
+def check(task: Any) -> list[str]:
+    """Both splits load, are non-empty and hold ``head_relation_tail`` answers; returns warnings.
+
+    Answers in another format are a warning (scored as unparseable) unless ``task.strict_format`` is true.
+    """
+    warnings = []
+    for split in ("train", "eval"):
+        records = load_split(task, split)
+        count, examples = format_problems(records)
+        if not count:
+            continue
+        where = f"task.{split}_file={task.get(f'{split}_file')}" if not task.get("generator") else f"{split} split"
+        text = (f"{where}: {count} of {len(records)} records have answer lines that are not head_relation_tail "
+                f"(e.g. {'; '.join(examples)})")
+        if task.get("strict_format"):
+            raise DataError(f"{text}; fix those lines, or set task.strict_format=false to only warn")
+        warnings.append(f"{text}; they score as unparseable; task.strict_format=true refuses such data")
+    return warnings
 
 
 def prompt(record: Record, task_cfg: Any) -> str:

@@ -1,0 +1,283 @@
+"""Regression verdicts: a sweep against a committed baseline, per (model, task, method, metric).
+
+    python -m bench.compare baseline SWEEP_DIR --name NAME          # → results/baselines/NAME.json
+    python -m bench.compare compare SWEEP_DIR --baseline results/baselines/NAME.json [--force] [--noisy]
+
+The rule (numbers in conf/compare.yaml): a metric is unchanged while |delta| ≤ allowed, with
+
+    allowed = max(floor, k · sqrt(s_b²/n_b + s_c²/n_c))    when both sides have n ≥ 2 seeds
+    allowed = floor                                         otherwise (one seed: the floor alone)
+    floor   = max(abs, rel · |baseline mean|)               per metric
+
+and beyond it "improved" or "regressed" by the direction bench/metrics.py declares. The noise term is
+Welch's statistic with a fixed critical value instead of a p-value: it needs no scipy, it is the same
+standard error Welch's t-test uses, and with the 2–5 seeds a sweep affords a p-value would mostly
+measure how badly a std of three numbers is estimated. k = 3 is about p < 0.05 two-sided at three
+seeds a side and stricter beyond, which keeps false alarms rare across the ~100 rows of a nine-method
+table. The floor matters twice: one seed has no spread, and on CPU a fixed seed gives bit-identical
+quality and losses, so seeds that agree exactly (std 0) must not turn a rounding difference between
+machines into a regression. Times, memory and speed vary run to run at a fixed seed (metrics.py marks
+them ``noisy``): they are left out of verdicts unless ``--noisy``, and then judged against wide
+relative floors.
+
+Refused (exit 2) unless ``--force``: entries whose resolved configs differ in anything but where they
+live (seed, out_dir, cache_dir; the differing keys are named), or whose tiny base differs
+(``base_info.key``). Differences of package versions, device or git SHA are shown, not refused: they
+are what a regression check is for. Exit: 0 nothing regressed, 1 something regressed or went missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from bench import baseline, metrics, plots
+from bench.results import write_json
+
+log = logging.getLogger(__name__)
+
+RULES = Path(__file__).resolve().parent.parent / "conf" / "compare.yaml"
+BASELINES = Path("results/baselines")
+FAILING = ("regressed", "missing")
+NOTED = ("git_sha", "git_dirty", "device", "gpu_name")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the verdict table (``metric`` None: the whole entry)."""
+
+    entry: tuple[str, str, str]
+    metric: str | None
+    base: dict[str, Any] | None
+    cur: dict[str, Any] | None
+    allowed: float = math.nan
+    rule: str = ""
+    verdict: str = "unchanged"
+
+    @property
+    def delta(self) -> float:
+        """Current mean minus baseline mean (NaN where one side is absent)."""
+        return self.cur["mean"] - self.base["mean"] if self.base and self.cur else math.nan
+
+
+def load_rules(path: Path = RULES) -> dict[str, Any]:
+    """The verdict settings (k, noisy, per-metric tolerances) as a plain dict."""
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def allowed_delta(key: str, base: dict[str, Any], cur: dict[str, Any], rules: dict[str, Any]) -> tuple[float, str]:
+    """The largest |delta| still "unchanged", and which term set it ("tol" or "noise")."""
+    tol = {**rules["tolerance"]["default"], **rules["tolerance"].get(key, {})}
+    floor = max(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)) * abs(base["mean"]))
+    if base["n"] >= 2 and cur["n"] >= 2 and base["std"] is not None and cur["std"] is not None:
+        noise = float(rules["k"]) * math.sqrt(base["std"] ** 2 / base["n"] + cur["std"] ** 2 / cur["n"])
+        if noise > floor:
+            return noise, "noise"
+    return floor, "tol"
+
+
+def judge(key: str, delta: float, allowed: float) -> str:
+    """unchanged within ``allowed`` (plus float slack), else improved or regressed by the metric's direction."""
+    if abs(delta) <= allowed + 1e-12 * max(1.0, abs(allowed)):
+        return "unchanged"
+    return "improved" if delta * metrics.metric(key).sign > 0 else "regressed"
+
+
+def judged_metrics(rules: dict[str, Any], noisy: bool) -> list[str]:
+    """The declared metrics a verdict covers: all deterministic ones, the noisy ones when asked."""
+    return [k for k, m in metrics.METRICS.items() if noisy or bool(rules.get("noisy")) or not m.noisy]
+
+
+def compare_entry(label: tuple[str, str, str], base: dict[str, Any], cur: dict[str, Any],
+                  *, keys: list[str], rules: dict[str, Any]) -> list[Row]:
+    """One row per metric of one (model, task, method)."""
+    rows = []
+    for key in keys:
+        b, c = base["metrics"].get(key), cur["metrics"].get(key)
+        if b is None and c is None:
+            continue
+        if b is None or c is None:
+            rows.append(Row(label, key, b, c, verdict="new" if b is None else "missing"))
+            continue
+        allowed, rule = allowed_delta(key, b, c, rules)
+        rows.append(Row(label, key, b, c, allowed, rule, judge(key, c["mean"] - b["mean"], allowed)))
+    return rows
+
+
+def label_of(entry: dict[str, Any]) -> tuple[str, str, str]:
+    """(model, task, method) of an entry."""
+    return entry["model"], entry["task"], entry["method"]
+
+
+def ordered(labels: set[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Entries by model, task, then methods in the figures' order."""
+    rank = {m: i for i, m in enumerate(plots.method_order(m for _, _, m in labels))}
+    return sorted(labels, key=lambda x: (x[0], x[1], rank[x[2]]))
+
+
+def compare(base: list[dict[str, Any]], cur: list[dict[str, Any]], rules: dict[str, Any], *,
+            noisy: bool = False) -> list[Row]:
+    """Every row of the verdict: matched entries metric by metric, missing and new entries whole."""
+    b, c = {label_of(e): e for e in base}, {label_of(e): e for e in cur}
+    keys, rows = judged_metrics(rules, noisy), []
+    for label in ordered(set(b) | set(c)):
+        if label not in c:
+            rows.append(Row(label, None, None, None, verdict="missing"))
+        elif label not in b:
+            rows.append(Row(label, None, None, None, verdict="new"))
+        else:
+            rows += compare_entry(label, b[label], c[label], keys=keys, rules=rules)
+    return rows
+
+
+def config_mismatches(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per entry on both sides: the config keys (and base key) whose values differ, as "key: old → new"."""
+    c = {label_of(e): e for e in cur}
+    found = {}
+    for entry in base:
+        other = c.get(label_of(entry))
+        if other is None:
+            continue
+        old, new = entry["config"], other["config"]
+        diffs = [f"{k}: {old.get(k, '(absent)')} → {new.get(k, '(absent)')}" for k in sorted(set(old) | set(new))
+                 if old.get(k, "(absent)") != new.get(k, "(absent)")]
+        if entry["fingerprint"].get("base_key") != other["fingerprint"].get("base_key"):
+            diffs.append(f"base_info.key: {entry['fingerprint'].get('base_key')} → "
+                         f"{other['fingerprint'].get('base_key')}")
+        if diffs:
+            found["/".join(label_of(entry))] = diffs
+    return found
+
+
+def fingerprint_notes(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> list[str]:
+    """What changed in the environment between the two (shown, never refused)."""
+    notes = []
+    for key in NOTED:
+        old, new = (baseline.merged(e["fingerprint"].get(key) for e in side) for side in (base, cur))
+        if old != new:
+            notes.append(f"{key}: {old} → {new}")
+    old_v, new_v = (baseline.merged(e["fingerprint"].get("versions") for e in side) for side in (base, cur))
+    if isinstance(old_v, dict) and isinstance(new_v, dict):
+        notes += [f"{pkg}: {old_v.get(pkg)} → {new_v.get(pkg)}" for pkg in sorted(set(old_v) | set(new_v))
+                  if old_v.get(pkg) != new_v.get(pkg)]
+    elif old_v != new_v:
+        notes.append("package versions differ between entries")
+    return notes
+
+
+def number(key: str, value: float, *, signed: bool = False) -> str:
+    """A stored value in display units, one digit finer than the report's (counts stay whole)."""
+    digits = metrics.metric(key).digits
+    return f"{metrics.shown(key, value):{'+' if signed else ''},.{digits + 1 if digits else 0}f}"
+
+
+def stat_text(key: str, stats: dict[str, Any] | None) -> str:
+    """"mean" for one seed, "mean ± std (n=k)" for several; "—" when absent."""
+    if not stats:
+        return "—"
+    text = number(key, stats["mean"])
+    return text + (f" ± {number(key, stats['std'])} (n={stats['n']})" if stats["n"] >= 2 and stats["std"] is not None
+                   else "")
+
+
+def table_line(row: Row) -> str:
+    """One Markdown table line."""
+    model, task, method = row.entry
+    if row.metric is None:
+        text = "no successful run in this sweep" if row.verdict == "missing" else "not in the baseline"
+        return f"| {model} | {task} | {method} | (all) | — | — | — | {text} | **{row.verdict}** |"
+    key, m = row.metric, metrics.metric(row.metric)
+    delta = number(key, row.delta, signed=True) if not math.isnan(row.delta) else "—"
+    allowed = f"±{number(key, row.allowed)} ({row.rule})" if row.rule else "—"
+    verdict = f"**{row.verdict}**" if row.verdict in FAILING else row.verdict
+    return (f"| {model} | {task} | {method} | {m.heading} {'↑' if m.higher_is_better else '↓'} | "
+            f"{stat_text(key, row.base)} | {stat_text(key, row.cur)} | {delta} | {allowed} | {verdict} |")
+
+
+def markdown(rows: list[Row], *, title: str, notes: list[str], changed_only: bool = False) -> str:
+    """The verdict for a CI log or a PR: a count line, notes, and the table."""
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("regressed", "missing", "improved", "unchanged", "new")}
+    head = ", ".join(f"{n} {v}" for v, n in counts.items() if n or v in ("regressed", "unchanged"))
+    failed = counts["regressed"] + counts["missing"]
+    parts = [f"## {title}\n", f"**{'FAIL' if failed else 'PASS'}**: {head}.\n"]
+    parts += [f"- {n}" for n in notes] + ([""] if notes else [])
+    shown = [r for r in rows if r.verdict != "unchanged"] if changed_only else rows
+    parts.append("| Model | Task | Method | Metric | Baseline | Current | Delta | Allowed | Verdict |")
+    parts.append("|:--|:--|:--|:--|--:|--:|--:|--:|:--|")
+    parts += [table_line(r) for r in shown]
+    return "\n".join(parts) + "\n"
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Summarize a sweep into ``results/baselines/<name>.json``."""
+    entries = baseline.summarize_sweep(args.sweep_dir)
+    if not entries:
+        log.error("no successful run under %s: nothing to record", args.sweep_dir)
+        return 2
+    path = args.out_dir / f"{args.name}.json"
+    write_json(path, baseline.pack(entries, name=args.name, sweep_dir=str(args.sweep_dir)))
+    log.info("baseline %s: %d entries (%s) from %s", path, len(entries),
+             ", ".join(sorted({e["method"] for e in entries})), args.sweep_dir)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print the verdict table; 1 when anything regressed or went missing, 2 when refused."""
+    base, cur = baseline.load(args.baseline), baseline.summarize_sweep(args.sweep_dir)
+    notes = fingerprint_notes(base, cur)
+    mismatched = config_mismatches(base, cur)
+    if mismatched:
+        lines = [f"  {label}: {'; '.join(diffs)}" for label, diffs in mismatched.items()]
+        if not args.force:
+            log.error("refusing to compare runs of different configs (--force to compare anyway):\n%s",
+                      "\n".join(lines))
+            return 2
+        log.warning("configs differ; comparing anyway (--force):\n%s", "\n".join(lines))
+        notes = [f"**forced**: {label} ran another config: {'; '.join(d)}" for label, d in mismatched.items()] + notes
+    rules = load_rules(args.rules)
+    rows = compare(base, cur, rules, noisy=args.noisy)
+    if not (args.noisy or rules.get("noisy")):
+        notes.append("times, memory and speed are noisy and not judged (`--noisy` to judge them loosely)")
+    title = f"Regression check: `{args.sweep_dir}` against `{args.baseline}`"
+    sys.stdout.write(markdown(rows, title=title, notes=notes, changed_only=args.changed))
+    return 1 if any(r.verdict in FAILING for r in rows) else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The ``baseline`` and ``compare`` subcommands."""
+    parser = argparse.ArgumentParser(description="Baselines of sweeps and regression verdicts against them.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("baseline", help="summarize a sweep into results/baselines/<name>.json")
+    make.add_argument("sweep_dir", type=Path)
+    make.add_argument("--name", required=True, help="file name of the baseline (no .json)")
+    make.add_argument("--out-dir", type=Path, default=BASELINES)
+    check = sub.add_parser("compare", help="a sweep against a baseline: Markdown verdict, exit 1 on a regression")
+    check.add_argument("sweep_dir", type=Path)
+    check.add_argument("--baseline", type=Path, required=True)
+    check.add_argument("--force", action="store_true", help="compare even when configs or the tiny base differ")
+    check.add_argument("--noisy", action="store_true", help="also judge times, memory and speed (loosely)")
+    check.add_argument("--changed", action="store_true", help="list only rows that are not unchanged")
+    check.add_argument("--rules", type=Path, default=RULES, help="tolerances and k (default conf/compare.yaml)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.compare {baseline,compare} …``."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    try:
+        return cmd_baseline(args) if args.command == "baseline" else cmd_compare(args)
+    except (FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Baselines and regression verdicts from result JSONs made here (no run, no network, no GPU)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from bench import baseline, compare, metrics
+
+F1 = {"full": 0.90, "lora": 0.80, "prefix_tuning": 0.40}
+
+
+def fake_record(out: Path, method: str, seed: int, *, f1: float, steps: int = 120, base_key: str = "b4se",
+                cache_dir: str = ".cache/peftbench", train_time: float = 10.0) -> dict:
+    """A successful result JSON in bench.run's shape, with a resolved config and a fingerprint."""
+    config = {"model": {"name": "tiny_llama", "arch": {"hidden_size": 64}}, "task": {"name": "triples_synth"},
+              "method": {"name": method, "lr": 0.005}, "train": {"steps": steps, "schedule": "cosine"},
+              "seed": seed, "out_dir": str(out), "cache_dir": cache_dir,
+              "eval": {"predictions": f"{out}/predictions.jsonl"}}
+    return {
+        "run_info": {"status": "success", "config": config, "config_hash": f"h{method}{steps}", "seed": seed,
+                     "git_sha": "abc123", "git_dirty": False, "wall_time_s": train_time + 5},
+        "train_info": {"final_loss": 0.3 - f1 / 10, "eval_loss": 0.35 - f1 / 10, "train_time_s": train_time,
+                       "peak_mem_bytes": 600 * 2**20, "mem_kind": "cpu_peak_rss", "trainable_params": 1000,
+                       "trainable_pct": 1.0, "adapter_bytes": 4000, "loss_curve": [3.0, 1.0]},
+        "eval_info": {"f1_micro": f1, "f1_macro": f1 - 0.01, "precision": f1, "recall": f1, "exact_match": f1 / 2,
+                      "parse_fail_rate": 0.05, "latency_ms_p50": 3.0},
+        "base_info": {"key": base_key, "build_time_s": 90.0, "source_f1_micro": 0.96},
+        "meta_info": {"versions": {"torch": "2.13.0+cpu", "peft": "0.21.2"}, "device": "cpu", "gpu_name": None},
+    }
+
+
+def write_sweep(root: Path, seeds: tuple[int, ...] = (0,), *, spread: float = 0.0,
+                shift: dict[str, float] | None = None, **kwargs) -> Path:
+    """A sweep folder of fake runs: F1 = F1[method] + shift[method] + spread · (seed − mean seed)."""
+    centre = sum(seeds) / len(seeds)
+    for method, f1 in F1.items():
+        for seed in seeds:
+            out = root / "tiny_llama" / "triples_synth" / method / f"seed{seed}"
+            out.mkdir(parents=True, exist_ok=True)
+            value = f1 + (shift or {}).get(method, 0.0) + spread * (seed - centre)
+            (out / "result.json").write_text(json.dumps(fake_record(out, method, seed, f1=value, **kwargs)))
+    return root
+
+
+def make_baseline(tmp_path: Path, sweep: Path) -> Path:
+    """``bench.compare baseline`` of ``sweep``; returns the baseline file."""
+    assert compare.main(["baseline", str(sweep), "--name", "fixture", "--out-dir", str(tmp_path / "baselines")]) == 0
+    return tmp_path / "baselines" / "fixture.json"
+
+
+def run_compare(sweep: Path, base: Path, capsys: pytest.CaptureFixture, *extra: str) -> tuple[int, str]:
+    """Exit code and stdout of ``bench.compare compare``."""
+    code = compare.main(["compare", str(sweep), "--baseline", str(base), *extra])
+    return code, capsys.readouterr().out
+
+
+def verdicts(out: str) -> dict[tuple[str, str], str]:
+    """{(method, metric heading): verdict} from the Markdown table."""
+    found = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 9 and cells[0] == "tiny_llama":
+            found[(cells[2], cells[3].rstrip(" ↑↓"))] = cells[8].strip("*")
+    return found
+
+
+def test_self_compare_is_all_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sweep = write_sweep(tmp_path / "sweep")
+    code, out = run_compare(sweep, make_baseline(tmp_path, sweep), capsys)
+    found = verdicts(out)
+    assert code == 0 and "**PASS**" in out
+    assert set(found.values()) == {"unchanged"} and len(found) == len(F1) * 11     # 11 deterministic metrics
+    assert not any(k[1] == "Train time (s)" for k in found)                        # noisy: not judged by default
+
+
+def test_baseline_is_compact_and_round_trips(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path / "sweep", seeds=(0, 1, 2), spread=0.01)
+    doc = json.loads(make_baseline(tmp_path, sweep).read_text())
+    assert doc["directions"]["parse_fail_rate"] == "lower" and doc["directions"]["f1_micro"] == "higher"
+    assert doc["fingerprint"]["base_key"] == "b4se" and doc["fingerprint"]["versions"]["torch"] == "2.13.0+cpu"
+    assert doc["config"]["train.steps"] == 120 and "seed" not in doc["config"] and "cache_dir" not in doc["config"]
+    lora = next(e for e in doc["entries"] if e["method"] == "lora")
+    assert lora["config"] == {"method.name": "lora"} and lora["fingerprint"] == {"config_hash": "hlora120"}
+    assert lora["seeds"] == [0, 1, 2] and lora["metrics"]["f1_micro"]["n"] == 3
+    assert lora["metrics"]["f1_micro"]["mean"] == pytest.approx(0.80)
+    assert lora["metrics"]["f1_micro"]["std"] == pytest.approx(0.01)
+    assert baseline.unpack(doc) == baseline.summarize_sweep(sweep)
+
+
+def test_lowered_f1_beyond_tolerance_regresses(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    code, out = run_compare(write_sweep(tmp_path / "after", shift={"lora": -0.02}), base, capsys)
+    found = verdicts(out)
+    assert code == 1 and "**FAIL**" in out
+    assert found[("lora", "F1 micro")] == "regressed" and found[("full", "F1 micro")] == "unchanged"
+    assert found[("lora", "Parse failures")] == "unchanged"
+    assert "| -0.0200 |" in out
+
+
+def test_raised_f1_is_improved_and_passes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    code, out = run_compare(write_sweep(tmp_path / "after", shift={"full": 0.03}), base, capsys)
+    assert code == 0 and verdicts(out)[("full", "F1 micro")] == "improved"
+
+
+def test_lowered_within_multi_seed_noise_is_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    seeds = (0, 1, 2)
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before", seeds, spread=0.05))
+    code, out = run_compare(write_sweep(tmp_path / "after", seeds, spread=0.05, shift={"lora": -0.06}), base, capsys)
+    assert code == 0 and verdicts(out)[("lora", "F1 micro")] == "unchanged"
+    assert "(noise)" in out and "(n=3)" in out
+    code, out = run_compare(write_sweep(tmp_path / "worse", seeds, spread=0.05, shift={"lora": -0.3}), base, capsys)
+    assert code == 1 and verdicts(out)[("lora", "F1 micro")] == "regressed"
+
+
+def test_allowed_delta_rule() -> None:
+    rules = compare.load_rules()
+    one = {"mean": 0.8, "std": None, "n": 1}
+    assert compare.allowed_delta("f1_micro", one, one, rules) == (pytest.approx(0.005), "tol")
+    three = {"mean": 0.8, "std": 0.03, "n": 3}
+    assert compare.allowed_delta("f1_micro", three, three, rules) == (pytest.approx(3 * (2 * 0.03**2 / 3) ** 0.5),
+                                                                       "noise")
+    exact = {"mean": 0.8, "std": 0.0, "n": 3}                      # deterministic seeds: the floor still holds
+    assert compare.allowed_delta("f1_micro", exact, exact, rules) == (pytest.approx(0.005), "tol")
+    assert compare.judge("parse_fail_rate", +0.1, 0.005) == "regressed"   # direction from bench/metrics.py
+    assert compare.judge("parse_fail_rate", -0.1, 0.005) == "improved"
+
+
+def test_config_mismatch_is_refused_naming_the_keys(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    after = write_sweep(tmp_path / "after", steps=200)
+    with caplog.at_level(logging.ERROR):
+        code, out = run_compare(after, base, capsys)
+    assert code == 2 and out == ""
+    assert "refusing" in caplog.text and "train.steps: 120 → 200" in caplog.text
+    assert "tiny_llama/triples_synth/lora" in caplog.text and "out_dir" not in caplog.text
+
+
+def test_force_compares_anyway_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    code, out = run_compare(write_sweep(tmp_path / "after", steps=200), base, capsys, "--force")
+    assert code == 0 and "**forced**" in out and "train.steps: 120 → 200" in out
+
+
+def test_base_key_mismatch_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    with caplog.at_level(logging.ERROR):
+        code, _ = run_compare(write_sweep(tmp_path / "after", base_key="0ther"), base, capsys)
+    assert code == 2 and "base_info.key: b4se → 0ther" in caplog.text
+
+
+def test_locations_and_noisy_figures_do_not_count(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    after = write_sweep(tmp_path / "elsewhere", cache_dir="/tmp/other-cache", train_time=30.0)
+    code, out = run_compare(after, base, capsys)
+    assert code == 0 and set(verdicts(out).values()) == {"unchanged"}
+    code, out = run_compare(after, base, capsys, "--noisy")                  # 3× slower: beyond ±50 %
+    assert code == 1 and verdicts(out)[("lora", "Train time (s)")] == "regressed"
+
+
+def test_missing_method_fails_and_environment_changes_are_noted(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    after = write_sweep(tmp_path / "after")
+    record = json.loads((after / "tiny_llama/triples_synth/lora/seed0/result.json").read_text())
+    record["run_info"]["status"] = "failed"
+    for path in after.rglob("result.json"):
+        other = json.loads(path.read_text())
+        other["meta_info"]["versions"]["torch"] = "2.14.0+cpu"
+        path.write_text(json.dumps(record if "lora" in str(path) else other))
+    code, out = run_compare(after, base, capsys)
+    assert code == 1 and "| lora | (all) |" in out and "**missing**" in out
+    assert "torch: 2.13.0+cpu → 2.14.0+cpu" in out
+
+
+def test_every_judged_metric_has_a_tolerance() -> None:
+    rules = compare.load_rules()
+    assert set(rules["tolerance"]) - {"default"} == set(metrics.METRICS)
+    assert all(not metrics.metric(k).noisy for k in compare.judged_metrics(rules, noisy=False))
