@@ -13,15 +13,43 @@ import tasks
 IGNORE = -100
 
 
+KEEP_TAIL = 8  # prompt tokens kept from the end when cutting: the separator before the answer
+
+
+def fit_prompt(ids: list[int], budget: int) -> list[int]:
+    """Cut an over-long prompt inside its text: the start (bos, instruction) and the separator stay."""
+    if len(ids) <= budget:
+        return ids
+    return ids[: budget - KEEP_TAIL] + ids[-KEEP_TAIL:]
+
+
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a prompt, starting with bos whenever the tokenizer has one (training and generation alike)."""
+    ids = tokenizer(text).input_ids
+    bos = tokenizer.bos_token_id
+    return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """A generation batch: prompts right-aligned so every row's next token is at the same position."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def encode(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list[dict[str, list[int]]]:
-    """Prompt ids + answer ids + eos, labels only on the answer; over-long prompts lose their start."""
+    """Prompt ids + answer ids + eos, labels only on the answer; over-long prompts are cut inside the text."""
     out, task = [], tasks.module(task_cfg)
     for rec in records:
-        prompt_ids = tokenizer(task.prompt(rec, task_cfg)).input_ids
+        prompt = prompt_ids(tokenizer, task.prompt(rec, task_cfg))
         answer_ids = tokenizer(rec["output"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         answer_ids = answer_ids[: task_cfg.max_length // 2]
-        prompt_ids = prompt_ids[-(task_cfg.max_length - len(answer_ids)):]
-        out.append({"input_ids": prompt_ids + answer_ids, "labels": [IGNORE] * len(prompt_ids) + answer_ids})
+        prompt = fit_prompt(prompt, task_cfg.max_length - len(answer_ids))
+        out.append({"input_ids": prompt + answer_ids, "labels": [IGNORE] * len(prompt) + answer_ids})
     return out
 
 

@@ -29,21 +29,24 @@ def eval_loss(model: Any, examples: list[dict[str, list[int]]], *, batch_size: i
 
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int, max_new_tokens: int,
-             desc: str = "generate") -> tuple[list[str], list[float], int]:
+             max_prompt_tokens: int | None = None, desc: str = "generate") -> tuple[list[str], list[float], int]:
     """Greedy answers in the order of ``prompts``; batches hold prompts of similar length (left padded).
 
-    Returns the answers, each record's latency (its batch's wall time shared equally) and the number
-    of generated tokens.
+    Prompts are encoded and cut as in training (``bench.data``). Returns the answers, each record's
+    latency (its batch's wall time shared equally) and the number of generated tokens.
     """
     model.eval()
     device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    encoded = [data.prompt_ids(tokenizer, p) for p in prompts]
+    if max_prompt_tokens:
+        encoded = [data.fit_prompt(ids, max_prompt_tokens) for ids in encoded]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(prompts)
     latency: list[float] = [0.0] * len(prompts)
     generated = 0
     for s in tqdm(range(0, len(order), batch_size), desc=desc, mininterval=2.0):
         idx = order[s:s + batch_size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+        enc = {k: v.to(device) for k, v in data.left_pad([encoded[i] for i in idx], tokenizer.pad_token_id).items()}
         start = time.perf_counter()
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -66,7 +69,8 @@ def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg
     prompts = [task.prompt(r, task_cfg) for r in records]
     start = time.perf_counter()
     answers, latency, n_tokens = generate(model, tokenizer, prompts, batch_size=batch_size,
-                                          max_new_tokens=max_new_tokens)
+                                          max_new_tokens=max_new_tokens,
+                                          max_prompt_tokens=int(task_cfg.max_length) - max_new_tokens)
     wall = time.perf_counter() - start
     metrics = task.score(answers, [r["output"] for r in records])
     ms = np.array(latency) * 1000

@@ -60,6 +60,8 @@ def test_saved_adapter_reloads_with_plain_peft_and_reproduces_predictions(lora_r
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     task = compose_cfg().task
     prompts = [task.prompt_template.format(instruction=r["instruction"], input=r["input"]) for r in rows]
-    answers, _, _ = evaluate.generate(model, tokenizer, prompts, batch_size=result["run_info"]["config"]["eval"]["batch_size"],
-                                          max_new_tokens=task.max_new_tokens)
+    answers, _, _ = evaluate.generate(model, tokenizer, prompts,
+                                      batch_size=result["run_info"]["config"]["eval"]["batch_size"],
+                                      max_new_tokens=task.max_new_tokens,
+                                      max_prompt_tokens=task.max_length - task.max_new_tokens)
     assert answers == [r["prediction"] for r in rows]
