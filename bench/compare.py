@@ -12,13 +12,13 @@ The rule (numbers in conf/compare.yaml): a metric is unchanged while |delta| ≤
 and beyond it "improved" or "regressed" by the direction bench/metrics.py declares. The noise term is
 Welch's statistic with a fixed critical value instead of a p-value: it needs no scipy, it is the same
 standard error Welch's t-test uses, and with the 2–5 seeds a sweep affords a p-value would mostly
-measure how badly a std of three numbers is estimated. k = 3 is about p < 0.05 two-sided at three
-seeds a side and stricter beyond, which keeps false alarms rare across the ~100 rows of a nine-method
-table. The floor matters twice: one seed has no spread, and on CPU a fixed seed gives bit-identical
-quality and losses, so seeds that agree exactly (std 0) must not turn a rounding difference between
-machines into a regression. Times, memory and speed vary run to run at a fixed seed (metrics.py marks
-them ``noisy``): they are left out of verdicts unless ``--noisy``, and then judged against wide
-relative floors.
+measure how badly a std of three numbers is estimated. k = 3 is p ≈ 0.04 two-sided at three seeds a
+side (Welch df ≈ 4), 0.02 at five, 0.1 at two: false alarms stay rare across the ~100 rows of a
+nine-method table, and a real shift of a few stds still shows. The floor matters twice: one seed has
+no spread, and on CPU a fixed seed gives bit-identical quality and losses, so seeds that agree exactly
+(std 0) must not turn a rounding difference between machines into a regression. Times, memory and
+speed vary run to run at a fixed seed (metrics.py marks them ``noisy``): they are left out of verdicts
+unless ``--noisy``, and then judged against wide relative floors.
 
 Refused (exit 2) unless ``--force``: entries whose resolved configs differ in anything but where they
 live (seed, out_dir, cache_dir; the differing keys are named), or whose tiny base differs

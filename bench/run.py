@@ -140,7 +140,7 @@ def _new_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 
 def _validated(cfg: DictConfig, run_info: dict[str, Any]) -> DictConfig:
-    """Every cheap check, its warnings recorded; a copy of ``cfg`` with ``deepspeed.json_file`` merged into ``extra``."""
+    """Every cheap check, warnings recorded; ``cfg``, or a copy with ``deepspeed.json_file`` merged into ``extra``."""
     run_info["warnings"] = validate.check(cfg)
     for warning in run_info["warnings"]:
         log.warning("%s", warning)
@@ -171,6 +171,7 @@ def _signals_raise() -> Iterator[None]:
         return
 
     def stop(signum: int, _frame: Any) -> None:
+        """Stop the run where it is; ``execute`` records it."""
         raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -220,15 +221,16 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """``main``, with Hydra's own refusals (an unknown model/method/task/deepspeed name, a bad override,
-    an out_dir Hydra cannot create) exiting 2 like every invalid input. Hydra refuses before ``execute``,
-    so no result.json exists for these: the message above this one is the record."""
+    """``main``, with Hydra's own refusals exiting 2 like every invalid input."""
+    # Hydra refuses an unknown model/method/task/deepspeed name, a malformed override or an out_dir it
+    # cannot create before execute() runs, so there is no result.json for these: its message is the record.
+    # Logging may or may not be set up by then, hence a plain line on stderr.
     try:
         main()
     except SystemExit as done:
         if not _STARTED and done.code not in (0, None):
-            print("bench.run: invalid command line: the config did not compose or Hydra could not prepare "
-                  "out_dir (see above); nothing ran and no result.json was written", file=sys.stderr)
+            print("bench.run: invalid command line: the config did not compose or Hydra could not "  # noqa: T201
+                  "prepare out_dir (see above); nothing ran and no result.json was written", file=sys.stderr)
             sys.exit(2)
         raise
 

@@ -54,7 +54,7 @@ def check(cfg: Any) -> list[str]:
 
 def _resolves(cfg: Any) -> None:
     """Every ``???`` is filled and every interpolation resolves."""
-    missing = sorted(OmegaConf.missing_keys(cfg), key=lambda k: (k.endswith("eval_file"), k))
+    missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{', '.join(missing)} not set (the YAML says ???); give {'them' if missing[1:] else 'it'} "
                           f"on the command line, e.g. {missing[0]}=…")
@@ -154,7 +154,8 @@ def _method(cfg: Any) -> None:
                 hydra.utils.get_method(dotted)
             except Exception as err:  # noqa: BLE001  (import errors of every kind mean "fix the name")
                 cause = " ".join(str(err).split())
-                raise ConfigError(f"method.{key}={dotted} cannot be imported ({cause}); name a module.function") from err
+                raise ConfigError(f"method.{key}={dotted} cannot be imported ({cause}); "
+                                  "name a module.function") from err
     if method.get("peft_config") is not None:
         try:
             hydra.utils.instantiate(method.peft_config)
@@ -199,7 +200,8 @@ def _data(cfg: Any) -> list[str]:
     try:
         task = tasks.module(cfg.task)
     except ImportError as err:
-        raise ConfigError(f"task.module={cfg.task.module} cannot be imported ({err}); name a module under tasks/") from err
+        raise ConfigError(f"task.module={cfg.task.module} cannot be imported ({err}); "
+                          "name a module under tasks/") from err
     return list(task.check(cfg.task)) if hasattr(task, "check") else []
 
 
@@ -209,7 +211,7 @@ def skeleton(model_cfg: Any) -> Any:
 
     from bench import modeling
 
-    with torch.device("meta"):
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):     # build_tiny seeds: leave the run's RNG be
         return modeling.build_tiny(model_cfg, vocab_size=2**18, seed=0)   # a vocab past any default pad id
 
 
@@ -244,7 +246,8 @@ def _target_modules(cfg: Any, model: Any) -> None:
         leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and not any(m.children())})
         shown = OmegaConf.to_container(targets) if OmegaConf.is_list(targets) else targets
         raise ConfigError(f"method.peft_config.target_modules={shown}: {missing} match no module of "
-                          f"model={cfg.model.name}; its leaf modules are {leaves} (model.lora_targets sets the default)")
+                          f"model={cfg.model.name}; its leaf modules are {leaves} "
+                          "(model.lora_targets sets the default)")
 
 
 @contextlib.contextmanager

@@ -2,8 +2,9 @@
 
 Every case asserts the exit status, a fragment of the message, that no success record exists, and
 its own time. Most fail before any model loads (no tokenizer saved yet); the ``LOADED`` cases need a
-real model's module names or positions and fail on the loaded model, before training. Hydra's refusals (unknown names, bad overrides) happen before ``execute`` and leave no
-result.json: their message is Hydra's, then one line from ``bench.run``.
+real model's module names or positions and fail on the loaded model, before training. Hydra's
+refusals (unknown names, bad overrides) happen before ``execute`` and leave no result.json: their
+message is Hydra's, then one line from ``bench.run``.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ def rows(*records: object) -> str:
     return json.dumps(list(records), ensure_ascii=False)
 
 
-def user_data(train: str | bytes | None, evals: str | bytes = rows(GOOD)) -> Callable[[Path], list[str]]:
-    """Overrides for ``task=triples`` on files with this content (``None``: the train file is missing)."""
+def user_data(train: str | bytes | None, *extra: str) -> Callable[[Path], list[str]]:
+    """Overrides for ``task=triples`` with this train file (``None``: missing) and a good eval file."""
 
     def make(tmp: Path) -> list[str]:
         train_path = tmp / "missing.json" if train is None else write(tmp / "train.json", train)
-        return ["task=triples", f"task.train_file={train_path}", f"task.eval_file={write(tmp / 'eval.json', evals)}",
-                *SHORT]
+        evals = write(tmp / "eval.json", rows(GOOD))
+        return ["task=triples", f"task.train_file={train_path}", f"task.eval_file={evals}", *SHORT, *extra]
 
     return make
 
@@ -100,7 +101,7 @@ CASES = [
     ("ds_json_missing", fixed("deepspeed.json_file=/nonexistent/ds.json"), "deepspeed.json_file=/nonexistent"),
     ("ds_json_not_object", ds_json("[1, 2]"), "holds a JSON list; expected an object"),
     # data
-    ("data_files_not_set", fixed("task=triples"), "task.train_file, task.eval_file not set"),
+    ("data_files_not_set", fixed("task=triples"), "task.eval_file, task.train_file not set (the YAML says ???)"),
     ("data_file_missing", user_data(None), "missing.json does not exist or is not a file; set task.train_file"),
     ("data_file_is_a_folder", data_dir, "folder.json is a directory, not a file"),
     ("data_not_utf8", user_data(b'[{"text": "\xff\xfe"}]'), "train.json: not UTF-8 text"),
@@ -111,10 +112,10 @@ CASES = [
     ("record_missing_keys", user_data(rows(GOOD, {"text": "b"})), "record 1: record has keys ['text']; expected"),
     ("train_split_empty", user_data("[]"), "train.json has no records"),
     ("eval_split_empty", fixed("task.generator.n_eval=0"), "task.generator.n_eval=0 gives an empty eval split"),
-    ("answers_not_triples_strict", user_data(rows(GOOD, {"text": "b", "answer": "only two_parts"}),),
+    ("answers_not_triples_strict", user_data(rows(GOOD, {"text": "b", "answer": "only two_parts"}),
+                                             "task.strict_format=true"),
      "1 of 2 records have answer lines that are not head_relation_tail (e.g. record 1: 'only two_parts')"),
 ]
-STRICT = {"answers_not_triples_strict": ["task.strict_format=true"]}
 
 
 def assert_no_success(out: Path) -> dict:
@@ -128,7 +129,7 @@ def assert_no_success(out: Path) -> dict:
 @pytest.mark.parametrize("name,overrides,fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_invalid_in_seconds(tmp_path: Path, name: str, overrides: Callable, fragment: str) -> None:
     out = tmp_path / "run"
-    cfg = compose_cfg(*overrides(tmp_path), *STRICT.get(name, []), f"out_dir={out}")
+    cfg = compose_cfg(*overrides(tmp_path), f"out_dir={out}")
     start = time.perf_counter()
     code = execute(cfg)
     elapsed = time.perf_counter() - start
@@ -143,6 +144,18 @@ def test_out_dir_that_is_a_file_is_invalid_and_left_alone(tmp_path: Path) -> Non
     out = write(tmp_path / "run", "not a folder")
     assert execute(compose_cfg(f"out_dir={out}")) == 2
     assert out.read_text() == "not a folder"
+
+
+def test_a_deepspeed_json_is_merged_under_extra(tmp_path: Path) -> None:
+    from bench.run import _validated
+
+    path = write(tmp_path / "ds.json", '{"wall_clock_breakdown": true, "gradient_clipping": 0.5}')
+    cfg = compose_cfg(f"deepspeed.json_file={path}", "+deepspeed.extra.gradient_clipping=2.0", f"out_dir={tmp_path}")
+    info: dict = {}
+    merged = _validated(cfg, info)
+    assert dict(merged.deepspeed.extra) == {"wall_clock_breakdown": True, "gradient_clipping": 2.0}
+    assert info["deepspeed_json"]["gradient_clipping"] == 0.5 and info["warnings"] == []
+    assert dict(cfg.deepspeed.extra) == {"gradient_clipping": 2.0}      # the caller's config is left as it was
 
 
 def test_answers_not_triples_only_warn_by_default(tmp_path: Path) -> None:

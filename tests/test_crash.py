@@ -24,6 +24,7 @@ from tests.conftest import ROOT, child_env, compose_cfg
 from tests.test_bad_inputs import save_random_tiny
 
 EXPLODE = "method.hooks.on_step=tests.test_crash.explode"
+SMALL = ["train.steps=3", "train.micro_batch_size=4", "eval.max_records=4", "task.max_new_tokens=8"]
 
 
 def explode(model: Any, step: int) -> None:
@@ -46,7 +47,7 @@ def record(out: Path) -> dict[str, Any]:
 
 def test_out_of_memory_in_a_run_is_recorded_as_failed(tmp_path: Path, local_model: list[str]) -> None:
     out = tmp_path / "run"
-    code = execute(compose_cfg(*local_model, "train.steps=3", "eval.max_records=4", EXPLODE, f"out_dir={out}"))
+    code = execute(compose_cfg(*local_model, *SMALL, EXPLODE, f"out_dir={out}"))
     info = record(out)["run_info"]
     assert code == 1 and info["status"] == "failed"
     assert info["error"].startswith("OutOfMemoryError: CUDA out of memory")
@@ -58,7 +59,7 @@ def test_a_crashing_cell_fails_alone_in_a_real_sweep(tmp_path: Path, local_model
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "bench.sweep", "methods=[lora,full]", f"sweep_dir={sweep_dir}",
            "cell_cmd=[python,-m,bench.run]", "base_cmd=null", f"method_overrides={{full:['{EXPLODE}']}}",
-           "--", *local_model, "train.steps=3", "eval.max_records=4"]
+           "--", *local_model, *SMALL]
     done = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-3000:]
@@ -74,7 +75,7 @@ def test_a_crashing_cell_fails_alone_in_a_real_sweep(tmp_path: Path, local_model
 def start_long_run(out: Path, local_model: list[str]) -> tuple[subprocess.Popen, Path]:
     """``python -m bench.run`` with a budget it will not finish, in its own process group, logging to a file."""
     log = out.parent / "stdout.log"
-    cmd = [sys.executable, "-m", "bench.run", *local_model, "train.steps=100000", f"out_dir={out}"]
+    cmd = [sys.executable, "-m", "bench.run", *local_model, *SMALL, "train.steps=100000", f"out_dir={out}"]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -98,7 +99,7 @@ def test_sigkill_mid_training_leaves_no_success_and_a_rerun_succeeds(tmp_path: P
     proc.wait(timeout=30)
     assert record(out)["run_info"]["status"] == "running"         # what bench.sweep records as failed and reruns
 
-    assert execute(compose_cfg(*local_model, "train.steps=3", "eval.max_records=4", f"out_dir={out}")) == 0
+    assert execute(compose_cfg(*local_model, *SMALL, f"out_dir={out}")) == 0
     assert record(out)["run_info"]["status"] == "success"
     weights = sorted(p.name for p in (out / "adapter").iterdir())
     assert "adapter_model.safetensors" in weights and not any(w.endswith((".bin", ".pt")) for w in weights)
