@@ -12,7 +12,7 @@ SWEEP   ?= results/sweeps/default
 NAME    ?= embedded
 BASELINE ?= results/baselines/embedded.json
 
-.PHONY: help setup run base sweep report test test-fast clean baseline compare
+.PHONY: help setup run base sweep report perf test test-fast clean baseline compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ baseline:  ## summarize a sweep into a committed baseline: make baseline SWEEP=r
 
 compare:  ## regression verdict of a sweep against a baseline (exit 1 on a regression)
 	$(PY) -m bench.compare compare $(SWEEP) --baseline $(BASELINE)
+
+perf:  ## harness overhead, batched vs per-record generation, padding, a cell's time split -> results/perf/perf.json
+	$(PY) -m bench.perf hydra.run.dir=results/perf
 
 base:  ## build (or find) the cached tiny base for MODEL and TASK
 	$(PY) -m bench.base model=$(MODEL) task=$(TASK) hydra.run.dir=.cache/peftbench/logs $(ARGS)

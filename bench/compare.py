@@ -156,6 +156,15 @@ def config_mismatches(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> 
     return found
 
 
+def grouped(mismatched: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Differences every mismatched entry shares, said once ("every entry"), then each entry's own."""
+    if len(mismatched) < 2:
+        return mismatched
+    shared = [d for d in next(iter(mismatched.values())) if all(d in ds for ds in mismatched.values())]
+    own = {label: [d for d in ds if d not in shared] for label, ds in mismatched.items()}
+    return {**({f"every entry ({len(mismatched)})": shared} if shared else {}), **{k: v for k, v in own.items() if v}}
+
+
 def fingerprint_notes(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> list[str]:
     """What changed in the environment between the two (shown, never refused)."""
     notes = []
@@ -232,7 +241,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Print the verdict table; 1 when anything regressed or went missing, 2 when refused."""
     base, cur = baseline.load(args.baseline), baseline.summarize_sweep(args.sweep_dir)
     notes = fingerprint_notes(base, cur)
-    mismatched = config_mismatches(base, cur)
+    mismatched = grouped(config_mismatches(base, cur))
     if mismatched:
         lines = [f"  {label}: {'; '.join(diffs)}" for label, diffs in mismatched.items()]
         if not args.force:
@@ -240,7 +249,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       "\n".join(lines))
             return 2
         log.warning("configs differ; comparing anyway (--force):\n%s", "\n".join(lines))
-        notes = [f"**forced**: {label} ran another config: {'; '.join(d)}" for label, d in mismatched.items()] + notes
+        notes = [f"**forced**, another config in {label}: {'; '.join(d)}" for label, d in mismatched.items()] + notes
     rules = load_rules(args.rules)
     rows = compare(base, cur, rules, noisy=args.noisy)
     if not (args.noisy or rules.get("noisy")):

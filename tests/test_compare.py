@@ -137,8 +137,17 @@ def test_config_mismatch_is_refused_naming_the_keys(tmp_path: Path, capsys: pyte
     with caplog.at_level(logging.ERROR):
         code, out = run_compare(after, base, capsys)
     assert code == 2 and out == ""
-    assert "refusing" in caplog.text and "train.steps: 120 → 200" in caplog.text
-    assert "tiny_llama/triples_synth/lora" in caplog.text and "out_dir" not in caplog.text
+    assert "refusing" in caplog.text and "every entry (3): train.steps: 120 → 200" in caplog.text
+    assert "out_dir" not in caplog.text and "predictions" not in caplog.text    # locations are not config
+    path = write_sweep(tmp_path / "lr") / "tiny_llama/triples_synth/lora/seed0/result.json"
+    record = json.loads(path.read_text())
+    record["run_info"]["config"]["method"]["lr"] = 0.01
+    path.write_text(json.dumps(record))
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        code, _ = run_compare(tmp_path / "lr", base, capsys)
+    assert code == 2 and "tiny_llama/triples_synth/lora: method.lr: 0.005 → 0.01" in caplog.text
+    assert "full" not in caplog.text
 
 
 def test_force_compares_anyway_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
