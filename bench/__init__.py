@@ -1,5 +1,16 @@
 """peftbench: benchmark parameter-efficient fine-tuning methods against each other."""
 
+import socket
+
 from omegaconf import OmegaConf
 
+
+def free_port() -> int:
+    """A TCP port free right now: a rendezvous that does not fight another deepspeed job for 29500."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 OmegaConf.register_new_resolver("fraction", lambda n, f: int(int(n) * float(f)), replace=True)
+OmegaConf.register_new_resolver("free_port", free_port, use_cache=False, replace=True)

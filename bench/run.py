@@ -87,8 +87,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
                   "method_summary": _call(cfg.method.hooks.summary, trained),
                   "pad_share": data.pad_share(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
                                               group_by_length=bool(cfg.train.group_by_length))}
-    base = {k: v for k, v in base_info.items()}
-    return {"train_info": train_info, "eval_info": metrics, "base_info": base, "phases": phases}
+    return {"train_info": train_info, "eval_info": metrics, "base_info": base_info, "phases": phases}
 
 
 def execute(cfg: DictConfig) -> int:

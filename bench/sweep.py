@@ -30,7 +30,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -53,16 +52,6 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # The child logs to stdout only, so run.log (its captured stdout+stderr) holds each line once.
 CHILD_LOGGING = "hydra.job_logging.root.handlers=[console]"
-
-
-def free_port() -> int:
-    """A TCP port free right now: each cell's rendezvous, so concurrent deepspeed jobs do not collide."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-OmegaConf.register_new_resolver("free_port", free_port, use_cache=False, replace=True)
 
 
 class SweepError(Exception):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,15 +12,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench import free_port
+
 log = logging.getLogger(__name__)
 
 
 def ensure_distributed() -> None:
     """Single-process defaults so a run also works in-process (tests) without the launcher."""
     if "MASTER_PORT" not in os.environ:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+        os.environ["MASTER_PORT"] = str(free_port())
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(key, value)
     import deepspeed
