@@ -80,3 +80,64 @@ def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg
     rows = [{"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "prediction": a}
             for r, a in zip(records, answers)]
     return metrics, rows
+
+
+def _sync() -> None:
+    """Wait for queued GPU work so wall time covers it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def fixed_length_ms(model: Any, tokenizer: Any, prompts: list[str], *, new_tokens: int, batch_size: int,
+                    repeats: int, max_prompt_tokens: int | None = None) -> tuple[float, list[torch.Tensor]]:
+    """Milliseconds per record to generate exactly ``new_tokens`` greedy tokens for every prompt (eos does not
+    stop it, so every variant of a model does the same work), median of ``repeats`` after one warm-up pass;
+    and the generated ids of each batch."""
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = [data.prompt_ids(tokenizer, p) for p in prompts]
+    if max_prompt_tokens:
+        encoded = [data.fit_prompt(ids, max_prompt_tokens) for ids in encoded]
+    batches = [{k: v.to(device) for k, v in data.left_pad(encoded[s:s + batch_size], tokenizer.pad_token_id).items()}
+               for s in range(0, len(encoded), batch_size)]
+    times, outputs = [], []
+    for _ in range(repeats + 1):
+        _sync()
+        start = time.perf_counter()
+        outputs = [model.generate(**enc, min_new_tokens=new_tokens, max_new_tokens=new_tokens, do_sample=False,
+                                  num_beams=1, use_cache=True, pad_token_id=tokenizer.pad_token_id)
+                   [:, enc["input_ids"].shape[1]:] for enc in batches]
+        _sync()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[1:])) / len(prompts), [o.cpu() for o in outputs]
+
+
+def inference_latency(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg: Any, latency_cfg: Any,
+                      *, merge: bool) -> dict[str, Any]:
+    """Latency of the trained model as it is (adapter unmerged), of the base (adapter disabled, where the
+    model can disable it) and, for ``merge`` (the method YAML's ``mergeable``), with the adapter merged into
+    the weights by ``merge_and_unload`` — which changes ``model`` for good, so this runs last.
+
+    ``merged_agreement``: share of records whose merged tokens equal the unmerged ones (1.0 up to rounding).
+    """
+    task = tasks.module(task_cfg)
+    prompts = [task.prompt(r, task_cfg) for r in records[: int(latency_cfg.records)]]
+    n, batch = int(latency_cfg.new_tokens), int(latency_cfg.batch_size)
+
+    def measure(variant: Any) -> tuple[float, list[torch.Tensor]]:
+        return fixed_length_ms(variant, tokenizer, prompts, new_tokens=n, batch_size=batch,
+                               repeats=int(latency_cfg.repeats), max_prompt_tokens=int(task_cfg.max_length) - n)
+
+    out: dict[str, Any] = {"latency_records": len(prompts), "latency_new_tokens": n, "latency_batch_size": batch,
+                           "infer_ms_base": None, "infer_ms_merged": None, "merged_agreement": None}
+    out["infer_ms_adapter"], tokens = measure(model)
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            out["infer_ms_base"], _ = measure(model)
+    if merge:
+        merged = model.merge_and_unload()
+        out["infer_ms_merged"], merged_tokens = measure(merged)
+        same = [bool((a == b).all()) for ta, tb in zip(tokens, merged_tokens) for a, b in zip(ta, tb)]
+        out["merged_agreement"] = sum(same) / len(same)
+    return out

@@ -38,15 +38,22 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import torch
     import transformers
 
-    from bench import data, evaluate, measure, modeling, train
+    from bench import data, evaluate, measure, memory, modeling, train
     import tasks
 
+    exact = measure.track_cpu_tensors(cfg.train.cpu_mmap_threshold)
     phases = {"process_start": _process_start(), "imported": time.time()}
     task = tasks.module(cfg.task)
     train_records = task.load_split(cfg.task, "train")
     eval_records = task.load_split(cfg.task, "eval")[: cfg.eval.max_records or None]
+    train.ensure_distributed()
+    hydra.utils.get_method(cfg.method.builder)  # imports the method's module (peft): code is not the model's memory
+    if exact:
+        train.warm_up()
+    mem_baseline = measure.current_memory()   # before the model exists: the estimate covers what comes after
     tokenizer, model, base_info = modeling.load(cfg)
     validate.check_model(cfg, model)
+    model_config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
     tokenizer.save_pretrained(out / "tokenizer")
     transformers.set_seed(int(cfg.seed))  # after the base, which may have been built (and drawn numbers) just now
     with validate.input_errors(f"method={cfg.method.name} refused model={cfg.model.name}"):
@@ -55,36 +62,46 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
         model.gradient_checkpointing_enable()
     params = measure.parameter_counts(model)
     examples = data.encode(train_records, tokenizer, cfg.task)
-
-    train.ensure_distributed()
     prec = train.precision(cfg.deepspeed)
     ds_config = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size),
                                        grad_accum=int(cfg.train.grad_accum), grad_clip=float(cfg.train.grad_clip),
-                                       prec=prec)
+                                       prec=prec, trainable=params["trainable_params"])
     groups = train.param_groups(model, lr=float(cfg.method.lr), overrides=list(cfg.method.param_groups or []),
                                 weight_decay=float(cfg.train.weight_decay))
+    with torch.random.fork_rng(devices=[]):   # the replica's init must not move the run's random numbers
+        estimate = memory.for_run(model_config, vocab, cfg, precision=prec, ds_config=ds_config,
+                                  world_size=int(os.environ["WORLD_SIZE"]),
+                                  length=min(int(cfg.task.max_length), max(len(e["input_ids"]) for e in examples)))
+    log.info("memory estimate: %s", memory.describe(estimate))
     engine = train.engine_for(model, groups, ds_config, total_steps=int(cfg.train.steps), train_cfg=cfg.train)
     stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
                           seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length))
-    measure.reset_peak()
+    at_start = measure.current_memory()
+    was_reset = measure.reset_peak()
     phases["train_start"] = time.time()
     on_step = hydra.utils.get_method(cfg.method.hooks.on_step) if cfg.method.hooks.on_step else None
     fit = train.fit(engine, stream, steps=int(cfg.train.steps), grad_accum=int(cfg.train.grad_accum),
                     log_every=int(cfg.train.log_every), on_step=on_step, desc=f"train {cfg.method.name}")
-    memory = measure.peak_memory()
+    peak = {**measure.peak_memory(was_reset=was_reset), "cpu_rss_tracks_tensors": exact}
+    peak["mem_estimate"] = measure.estimate_check(estimate, peak["peak_mem_bytes"], mem_baseline, at_start)
+    log.info("memory: measured %.3f GiB above the start, estimated %.3f GiB", peak["mem_estimate"]["measured_bytes"] / 2**30,
+             estimate["total_bytes"] / 2**30)
     phases["train_end"] = time.time()
     trained = engine.module
     sizes = _call(cfg.method.saver, trained, out, cfg.method)
+    summary = _call(cfg.method.hooks.summary, trained)
     eval_examples = data.encode(eval_records, tokenizer, cfg.task)
     eval_loss = evaluate.eval_loss(trained, eval_examples, batch_size=int(cfg.eval.batch_size),
                                    pad_id=tokenizer.pad_token_id)
     metrics, rows = evaluate.evaluate(trained, tokenizer, eval_records, cfg.task, batch_size=int(cfg.eval.batch_size),
                                       max_new_tokens=int(cfg.eval.max_new_tokens))
     results.write_jsonl(out / "predictions.jsonl", rows)
+    metrics.update(evaluate.inference_latency(trained, tokenizer, eval_records, cfg.task, cfg.eval.latency,
+                                              merge=bool(cfg.method.mergeable)))
     phases["eval_end"] = time.time()
-    train_info = {**fit, "eval_loss": eval_loss, **memory, **params, "adapter_bytes": sizes.pop("adapter"),
+    train_info = {**fit, "eval_loss": eval_loss, **peak, **params, "adapter_bytes": sizes.pop("adapter"),
                   "adapter_bytes_variants": sizes, "precision": prec,
-                  "method_summary": _call(cfg.method.hooks.summary, trained),
+                  "method_summary": summary,
                   "pad_share": data.pad_share(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
                                               group_by_length=bool(cfg.train.group_by_length))}
     return {"train_info": train_info, "eval_info": metrics, "base_info": base_info, "phases": phases}

@@ -1,0 +1,231 @@
+"""Pre-flight memory estimate of a run: weights, gradients, optimizer states and activations, per rank.
+
+    python -m bench.memory model=codellama_34b method=lora train.micro_batch_size=4 task.max_length=1024
+
+The activations are counted, not guessed: the method is applied to a replica of the model on the meta
+device (no memory, no compute) and one forward pass with the loss records every tensor autograd keeps for
+backward. Attention is counted as a fused kernel keeps it (q, k, v, output, log-sum-exp: what sdpa uses on
+GPUs and CPUs), so a model run with eager attention needs more than this says. The static part follows
+ZeRO stage 1/2 under DeepSpeed: every weight in the training precision; for the trainable parameters, their
+gradients and the reduction bucket, plus an fp32 master copy and AdamW's two fp32 moments, partitioned over
+the ranks. Checked against measured peaks: README "Memory". ``bench.run`` stores the estimate beside the measured peak (``train_info.mem_estimate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+DEFAULT_BUCKET = 500_000_000   # DeepSpeed's reduce_bucket_size when the config sets none
+GIB = 2**30
+LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer")
+
+
+class _FusedAttention(torch.autograd.Function):
+    """Stands in for sdpa during the count: keeps what a fused kernel keeps, returns the output's shape."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Output shaped like q with v's head size; log-sum-exp per query in fp32."""
+        out = q.new_empty((*q.shape[:-1], v.shape[-1]))
+        lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # pragma: no cover (never run)
+        """Not used: the count needs the forward pass only."""
+        raise RuntimeError("the memory probe runs forward only")
+
+
+@contextlib.contextmanager
+def _fused_sdpa() -> Iterator[None]:
+    """``F.scaled_dot_product_attention`` replaced by ``_FusedAttention`` while counting."""
+    functional = torch.nn.functional
+    original = functional.scaled_dot_product_attention
+
+    def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *_args: Any, **_kwargs: Any) -> torch.Tensor:
+        return _FusedAttention.apply(q, k, v)
+
+    functional.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = original
+
+
+@contextlib.contextmanager
+def _meta_branches_false() -> Iterator[None]:
+    """A meta tensor has no values: a data-dependent ``if tensor`` (VB-LoRA's guard against infinite logits)
+    takes its false side while counting, instead of raising."""
+    original = torch.Tensor.__bool__
+
+    def truth(self: torch.Tensor) -> bool:
+        return False if self.is_meta else original(self)
+
+    torch.Tensor.__bool__ = truth
+    try:
+        yield
+    finally:
+        torch.Tensor.__bool__ = original
+
+
+def saved_activation_bytes(model: torch.nn.Module, *, batch: int, length: int) -> int:
+    """Bytes autograd keeps for backward after one forward pass with labels (each storage counted once).
+
+    ``model`` lives on the meta device; weights (and views of them) are not activations and are skipped.
+    """
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in params:
+            kept[storage._cdata] = storage.nbytes()
+        return t
+
+    ids = torch.zeros((batch, length), dtype=torch.long, device="meta")
+    model.train()
+    with _fused_sdpa(), _meta_branches_false(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids)
+    return sum(kept.values())
+
+
+def meta_replica(config: Any, cfg: Any, dtype: torch.dtype) -> torch.nn.Module:
+    """The run's trainable model (the method YAML's builder applied) on the meta device."""
+    import hydra
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"attn_implementation": cfg.model.attn_implementation} if cfg.model.attn_implementation else {}
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                                 trust_remote_code=bool(cfg.model.trust_remote_code), **kwargs)
+        return hydra.utils.get_method(cfg.method.builder)(model, cfg.method, cfg.model)
+
+
+def _bucket(ds_config: dict[str, Any], trainable: int) -> int:
+    """Elements of the gradient reduction bucket DeepSpeed allocates (never more than it reduces)."""
+    zero = ds_config.get("zero_optimization") or {}
+    return min(int(zero.get("reduce_bucket_size", DEFAULT_BUCKET)), trainable)
+
+
+def layer_count(config: Any) -> int:
+    """Transformer layers of a model config, whichever name the architecture gives them (1 if none)."""
+    return int(next((getattr(config, k) for k in LAYER_KEYS if isinstance(getattr(config, k, None), int)), 1))
+
+
+def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any], world_size: int,
+             batch: int, length: int, vocab: int, layers: int) -> dict[str, Any]:
+    """Per-rank bytes of one training step of ``model`` (meta device) at ``batch`` × ``length`` tokens.
+
+    Components: weights, gradients (DeepSpeed's reduction bucket: the gradients land in it), fp32 master weights, AdamW moments, activations
+    kept for backward, and backward's working set: one layer's share of the activations (the gradients of
+    the layer being differentiated) and the loss's fp32 logits gradient and softmax (8 bytes per vocabulary
+    entry and token).
+    """
+    width = BYTES[precision]
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    shards = world_size if int((ds_config.get("zero_optimization") or {}).get("stage", 0)) >= 1 else 1
+    activations = saved_activation_bytes(model, batch=batch, length=length)
+    parts = {
+        "weights": total * width,
+        "gradients": _bucket(ds_config, trainable) * width,
+        "master_weights": 4 * trainable // shards,
+        "optimizer_states": 8 * trainable // shards,
+        "activations": activations,
+        "backward_transient": activations // max(layers, 1) + 8 * batch * length * vocab,
+    }
+    return {**{f"{k}_bytes": int(v) for k, v in parts.items()}, "total_bytes": int(sum(parts.values())),
+            "batch": batch, "length": length, "precision": precision, "world_size": world_size}
+
+
+def describe(est: dict[str, Any]) -> str:
+    """One line: the total and its parts in GiB."""
+    parts = ", ".join(f"{k[:-6].replace('_', ' ')} {v / GIB:.2f}" for k, v in est.items()
+                      if k.endswith("_bytes") and k != "total_bytes")
+    return (f"{est['total_bytes'] / GIB:.2f} GiB per rank at batch {est['batch']} × {est['length']} tokens, "
+            f"{est['precision']} ({parts})")
+
+
+def for_run(config: Any, vocab: int, cfg: Any, *, precision: str, ds_config: dict[str, Any], world_size: int,
+            length: int) -> dict[str, Any]:
+    """The estimate of a run from its model's config (the weights themselves are not touched)."""
+    replica = meta_replica(config, cfg, torch.float32 if precision == "fp32" else torch.float16)
+    return estimate(replica, precision=precision, ds_config=ds_config, world_size=world_size,
+                    batch=int(cfg.train.micro_batch_size), length=length, vocab=vocab,
+                    layers=layer_count(config))
+
+
+def model_config(cfg: Any) -> tuple[Any, int]:
+    """The config and vocabulary size of ``cfg.model`` without its weights.
+
+    Tiny models: ``arch`` with the char vocabulary of the task. Others: the hub or folder's config.json
+    where it can be read (cached or online), else the model YAML's ``shape`` (published sizes).
+    """
+    from transformers import AutoConfig
+
+    if cfg.model.source == "tiny":
+        from bench import base, chartok
+        import tasks
+
+        src = base.source_task(cfg.task)
+        texts = base.corpus_texts(tasks.module(src).load_split(src, "train"), src)
+        texts += base.corpus_texts(tasks.module(cfg.task).load_split(cfg.task, "train"), cfg.task)
+        arch = dict(cfg.model.arch)
+        vocab = max(len(chartok.build(texts)), int(arch.pop("vocab_size", 0) or 0))
+        return AutoConfig.for_model(arch.pop("model_type"), vocab_size=vocab, **arch), vocab
+    try:
+        config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=bool(cfg.model.trust_remote_code))
+    except OSError as err:
+        shape = cfg.model.get("shape")
+        if not shape:
+            raise RuntimeError(f"model={cfg.model.name}: config of {cfg.model.path} unreadable ({err}) and the "
+                               f"model YAML has no `shape`") from err
+        shape = dict(shape)
+        config = AutoConfig.for_model(shape.pop("model_type"), **shape)
+    return config, int(config.vocab_size)
+
+
+def preflight(cfg: Any) -> dict[str, Any]:
+    """The estimate of the run ``cfg`` describes, at the task's full length, before anything is loaded."""
+    from bench import train
+
+    precision = cfg.deepspeed.precision
+    if precision == "auto":
+        precision = "fp16" if torch.cuda.is_available() else "fp32"
+    config, vocab = model_config(cfg)
+    world = int(cfg.get("gpus") or 1)
+    replica = meta_replica(config, cfg, torch.float32 if precision == "fp32" else torch.float16)
+    trainable = sum(p.numel() for p in replica.parameters() if p.requires_grad)
+    ds_config = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size),
+                                       grad_accum=int(cfg.train.grad_accum), grad_clip=float(cfg.train.grad_clip),
+                                       prec=precision, trainable=trainable)
+    return estimate(replica, precision=precision, ds_config=ds_config, world_size=world,
+                    batch=int(cfg.train.micro_batch_size), length=int(cfg.task.max_length), vocab=vocab,
+                    layers=layer_count(config))
+
+
+def main() -> None:
+    """``python -m bench.memory [run overrides…]``: print the estimate of that run, launch nothing."""
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    from bench.sweep import CONF_DIR
+
+    logging.basicConfig(level=logging.WARNING)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=sys.argv[1:])
+    print(f"model={cfg.model.name} method={cfg.method.name}: {describe(preflight(cfg))}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
