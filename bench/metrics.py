@@ -55,11 +55,18 @@ _ALL = (
     Metric("latency_ms_p50", "eval_info", False, "Latency p50", "ms", digits=1, noisy=True),
     Metric("latency_ms_p95", "eval_info", False, "Latency p95", "ms", digits=1, noisy=True),
     Metric("gen_tokens_per_s", "eval_info", True, "Generation speed", "tokens/s", digits=0, noisy=True),
+    # Fixed-length generation (eval.latency): as trained, merged into the weights, and the base alone.
+    Metric("infer_ms_adapter", "eval_info", False, "Unmerged", "ms/record", digits=2, noisy=True),
+    Metric("infer_ms_merged", "eval_info", False, "Merged", "ms/record", digits=2, noisy=True),
+    Metric("infer_ms_base", "eval_info", False, "Base model", "ms/record", digits=2, noisy=True),
+    Metric("merged_agreement", "eval_info", True, "Merged = unmerged", bounds=UNIT),
     Metric("eval_loss", "train_info", False, "Eval loss"),
     Metric("final_loss", "train_info", False, "Final train loss"),
     Metric("train_time_s", "train_info", False, "Train time", "s", digits=1, noisy=True),
     Metric("tokens_per_s", "train_info", True, "Train speed", "tokens/s", digits=0, noisy=True),
     Metric("peak_mem_bytes", "train_info", False, "Peak memory", "MiB", scale=MiB, digits=0, noisy=True),
+    Metric("mem_estimate_bytes", "train_info", False, "Estimated memory", "MiB", scale=MiB, digits=0),
+    Metric("mem_measured_bytes", "train_info", False, "Peak memory used", "MiB", scale=MiB, digits=0, noisy=True),
     Metric("trainable_params", "train_info", False, "Trainable parameters", digits=0),
     Metric("trainable_pct", "train_info", False, "Trainable", "%", digits=3),
     Metric("adapter_bytes", "train_info", False, "Adapter size", "KiB", scale=KiB, digits=1),
@@ -106,6 +113,9 @@ def flatten(record: dict[str, Any], path: str | Path | None = None) -> dict[str,
     for m in _ALL:
         value = (record.get(m.section) or {}).get(m.key)
         row[m.key] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
+    evaluation = record.get("eval_info") or {}
+    for key in ("latency_new_tokens", "latency_batch_size"):
+        row[key] = evaluation.get(key, np.nan)
     row["loss_curve"] = list(train.get("loss_curve") or [])
     return row
 

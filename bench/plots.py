@@ -36,7 +36,8 @@ METHOD_COLORS: dict[str, str] = {
     "vblora": "#009e73",
 }
 _SPARE = ("#bcbd22", "#17becf", "#8c564b", "#e377c2", "#9edae5", "#393b79")
-MEM_KINDS = {"cpu_peak_rss": "CPU peak RSS", "cuda_allocated": "CUDA allocated"}
+MEM_KINDS = {"cpu_peak_rss": "CPU peak RSS", "cpu_rss_train_peak": "CPU RSS", "cuda_allocated": "CUDA allocated"}
+MEMORY = ("peak_mem_bytes", "mem_measured_bytes")
 WIDTH_IN = 3.4                                   # one paper column
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
          "legend.fontsize": 6.5, "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 300,
@@ -178,7 +179,7 @@ def bars(runs: pd.DataFrame, key: str) -> Figure:
 
 def _bar_label(runs: pd.DataFrame, key: str) -> str:
     """Axis label with the unit, and the kind of memory where the metric is memory."""
-    kinds = sorted({MEM_KINDS.get(k, k) for k in runs["mem_kind"].dropna()}) if key == "peak_mem_bytes" else []
+    kinds = sorted({MEM_KINDS.get(k, k) for k in runs["mem_kind"].dropna()}) if key in MEMORY else []
     m = metric(key)
     return f"{m.heading}\n{' / '.join(kinds)}" if kinds else m.heading
 
@@ -190,7 +191,7 @@ def figures(runs: pd.DataFrame) -> dict[str, Figure]:
         suffix = f"-{model}-{task}"
         out["loss_curves" + suffix] = loss_curves(group)
         out["f1_vs_params" + suffix] = f1_vs_params(group)
-        out["peak_memory" + suffix] = bars(group, "peak_mem_bytes")
+        out["peak_memory" + suffix] = bars(group, "mem_measured_bytes")
         out["latency_p50" + suffix] = bars(group, "latency_ms_p50")
     return out
 

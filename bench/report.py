@@ -24,9 +24,10 @@ from bench.results import write_atomic
 
 log = logging.getLogger(__name__)
 
-TABLE = ("peak_mem_bytes", "trainable_pct", "train_time_s", "f1_micro", "f1_macro", "eval_time_s",
+TABLE = ("mem_measured_bytes", "mem_estimate_bytes", "trainable_pct", "train_time_s", "f1_micro", "f1_macro", "eval_time_s",
          "latency_ms_p50", "adapter_bytes")
 KEYS = ["model", "task", "method"]
+INFERENCE = ("infer_ms_adapter", "infer_ms_merged", "infer_ms_base", "merged_agreement")
 
 
 def load_runs(sweep_dir: Path, extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> pd.DataFrame:
@@ -59,7 +60,7 @@ def status_text(statuses: pd.Series) -> str:
     return f"{ok}/{len(statuses)} success, {parts}" if ok else parts
 
 
-def summarize(runs: pd.DataFrame, keys: Sequence[str] = TABLE) -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, keys: Sequence[str] = TABLE + INFERENCE) -> pd.DataFrame:
     """One row per (model, task, method): status, seed counts and mean/std of each of ``keys``."""
     rows = []
     for (model, task, method), group in runs.groupby(KEYS, sort=False):
@@ -107,12 +108,32 @@ def table(summary: pd.DataFrame, *, tex: bool = False) -> pd.DataFrame:
                         "Seeds": summary["seeds"].astype(str)})
     for key in TABLE:
         heading = metrics.metric(key).heading
-        if key == "peak_mem_bytes" and kinds:
+        if key == "mem_measured_bytes" and kinds:
             heading = f"{heading[:-1]}, {kinds})"
         best = _best(summary[f"{key}_mean"], key)
         out[esc(heading)] = [cell(m, s, key, best=b, tex=tex) for m, s, b in
                              zip(summary[f"{key}_mean"], summary[f"{key}_std"], best)]
     return out
+
+
+def inference(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Fixed-length generation latency of one (model, task): each method unmerged and merged, then the
+    base model's own row (adapter disabled; the mean over the runs that could disable theirs)."""
+    rows = []
+    for _, r in summary.iterrows():
+        ratio = r["infer_ms_merged_mean"] / r["infer_ms_adapter_mean"]
+        rows.append({"Method": r["method"],
+                     **{metrics.metric(k).heading: cell(r[f"{k}_mean"], r[f"{k}_std"], k, best=False, tex=False)
+                        for k in INFERENCE if k != "infer_ms_base"},
+                     "Merged / unmerged": "—" if math.isnan(ratio) else f"{ratio:.2f}×"})
+    base = runs.loc[runs["status"] == "success", "infer_ms_base"].dropna()
+    if not base.empty:
+        rows.append({"Method": f"base model ({len(base)} runs)",
+                     metrics.metric("infer_ms_adapter").heading: cell(base.mean(), base.std() if len(base) > 1
+                                                                      else math.nan, "infer_ms_base", best=False,
+                                                                      tex=False)})
+    frame = pd.DataFrame(rows).fillna("—")
+    return frame.to_markdown(index=False, disable_numparse=True)
 
 
 def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> str:
@@ -125,6 +146,12 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> str:
         align = ["left", "left", "right"] + ["right"] * len(TABLE)
         text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)   # keep "0.980", not 0.98
         parts += [f"## {model} · {task}\n", text + "\n"]
+        if group["infer_ms_adapter_mean"].notna().any():
+            mine = runs[(runs["model"] == model) & (runs["task"] == task)]
+            setting = mine[["latency_new_tokens", "latency_batch_size"]].dropna().head(1)
+            how = (f"exactly {int(setting.iloc[0, 0])} new tokens per record, batch {int(setting.iloc[0, 1])}"
+                   if not setting.empty else "fixed-length generation")
+            parts += [f"### Inference latency ({how}; ms per record)\n", inference(group, mine) + "\n"]
     failed = runs[runs["status"] != "success"]
     if not failed.empty:
         rows = failed[["model", "task", "method", "seed", "status", "error", "log_path"]].copy()

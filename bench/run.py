@@ -83,9 +83,10 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     fit = train.fit(engine, stream, steps=int(cfg.train.steps), grad_accum=int(cfg.train.grad_accum),
                     log_every=int(cfg.train.log_every), on_step=on_step, desc=f"train {cfg.method.name}")
     peak = {**measure.peak_memory(was_reset=was_reset), "cpu_rss_tracks_tensors": exact}
-    peak["mem_estimate"] = measure.estimate_check(estimate, peak["peak_mem_bytes"], mem_baseline, at_start)
-    log.info("memory: measured %.3f GiB above the start, estimated %.3f GiB", peak["mem_estimate"]["measured_bytes"] / 2**30,
-             estimate["total_bytes"] / 2**30)
+    check = measure.estimate_check(estimate, peak["peak_mem_bytes"], mem_baseline, at_start)
+    peak.update(mem_estimate=check, mem_estimate_bytes=check["total_bytes"], mem_measured_bytes=check["measured_bytes"])
+    log.info("memory: %.3f GiB measured above the start, %.3f GiB estimated", check["measured_bytes"] / 2**30,
+             check["total_bytes"] / 2**30)
     phases["train_end"] = time.time()
     trained = engine.module
     sizes = _call(cfg.method.saver, trained, out, cfg.method)

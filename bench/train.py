@@ -135,6 +135,17 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
             curve.extend(torch.stack(pending).float().cpu().tolist())
             pending = []
     elapsed = time.perf_counter() - start
-    overflow = getattr(engine, "skipped_steps", 0)
+    overflow = int(getattr(engine, "skipped_steps", 0))
+    scale = loss_scale(engine)
+    if overflow:
+        log.warning("fp16 loss scaling: %d of %d optimizer steps skipped on overflow; final loss scale %s",
+                    overflow, steps, scale)
     return {"steps": steps, "train_tokens": tokens, "train_time_s": elapsed, "tokens_per_s": tokens / elapsed,
-            "loss_curve": curve, "final_loss": curve[-1], "skipped_steps": int(overflow)}
+            "loss_curve": curve, "final_loss": curve[-1], "skipped_steps": overflow, "loss_scale_final": scale}
+
+
+def loss_scale(engine: Any) -> float | None:
+    """The dynamic loss scale the run ended with (None without fp16 loss scaling)."""
+    if not engine.fp16_enabled():
+        return None
+    return float(getattr(engine.optimizer, "loss_scale", None) or getattr(engine.optimizer, "cur_scale", 0.0))

@@ -37,12 +37,16 @@ def fake_record(method: str, seed: int, status: str = "success") -> dict:
         return record
     curve = list(np.geomspace(3.0, 1.2 - f1 + 0.05 * seed, 20))
     record["train_info"] = {"steps": 20, "loss_curve": curve, "final_loss": curve[-1], "eval_loss": 0.5,
-                            "peak_mem_bytes": int((mib + 10 * seed) * 2**20), "mem_kind": "cpu_peak_rss",
+                            "peak_mem_bytes": int((mib + 400 + 10 * seed) * 2**20), "mem_kind": "cpu_rss_train_peak",
+                            "mem_measured_bytes": int((mib + 10 * seed) * 2**20), "mem_estimate_bytes": int(mib * 2**20),
                             "trainable_params": params, "total_params": 200_000,
                             "trainable_pct": 100.0 * params / 200_000, "train_time_s": 10.0 + seed,
                             "adapter_bytes": params * 4}
     record["eval_info"] = {"f1_micro": f1 + 0.02 * seed, "f1_macro": f1 - 0.05, "eval_time_s": 2.0,
-                           "latency_ms_p50": latency + seed, "parse_fail_rate": 0.0}
+                           "latency_ms_p50": latency + seed, "parse_fail_rate": 0.0,
+                           "latency_new_tokens": 32, "latency_batch_size": 64, "infer_ms_adapter": latency / 10,
+                           "infer_ms_base": latency / 12, "infer_ms_merged": latency / 11 if method == "lora" else None,
+                           "merged_agreement": 1.0 if method == "lora" else None}
     return record
 
 
@@ -78,7 +82,7 @@ def test_flatten_reads_each_metric_from_its_section(tmp_path: Path) -> None:
     row = metrics.flatten(fake_record("lora", 1), tmp_path / "m" / "t" / "lora" / "seed1" / "result.json")
     assert (row["model"], row["task"], row["method"], row["seed"]) == ("tiny_llama", "triples_synth", "lora", 1)
     assert row["f1_micro"] == pytest.approx(0.82) and row["trainable_params"] == 10_000
-    assert row["wall_time_s"] == 5.0 and row["mem_kind"] == "cpu_peak_rss" and len(row["loss_curve"]) == 20
+    assert row["wall_time_s"] == 5.0 and row["mem_kind"] == "cpu_rss_train_peak" and len(row["loss_curve"]) == 20
     bare = metrics.flatten({"run_info": {"status": "failed"}}, Path("a/m/t/freeze/seed0/result.json"))
     assert (bare["model"], bare["method"], bare["status"]) == ("m", "freeze", "failed")
     assert np.isnan(bare["f1_micro"])
@@ -99,7 +103,12 @@ def test_table_has_mean_std_over_seeds_and_shows_failures(sweep_dir: Path) -> No
     md = written["table.md"].read_text()
     lora = next(line for line in md.splitlines() if line.startswith("| lora"))
     assert "0.820 ± 0.020" in lora and "| success" in lora and "|       3 |" in lora
-    assert "330 ± 10" in lora                                      # peak MiB: 320, 330, 340
+    assert "330 ± 10" in lora                                      # peak MiB used: 320, 330, 340
+    assert "| 320 ± 0 |" in " ".join(lora.split())                # the estimate
+    section = md.split("### Inference latency (exactly 32 new tokens per record, batch 64; ms per record)")[1]
+    lora_latency = next(line for line in section.splitlines() if line.startswith("| lora"))
+    assert "1.000" in lora_latency and "0.91×" in lora_latency    # merged/unmerged = (x/11)/(x/10)
+    assert next(line for line in section.splitlines() if line.startswith("| base model (")).count("—") == 3
     assert "**0.920 ± 0.020**" in md                               # full has the best F1 micro
     prefix = next(line for line in md.splitlines() if line.startswith("| prefix_tuning"))
     assert "failed" in prefix and "—" in prefix
@@ -144,7 +153,7 @@ def test_figures_have_one_series_per_method_in_its_colour(sweep_dir: Path) -> No
     heights = [p.get_height() for p in memory.patches]
     assert heights == pytest.approx([410.0, 310.0, 330.0, 330.0])                      # MiB means, house order
     assert [p.get_facecolor()[:3] for p in memory.patches][2] == pytest.approx(to_rgb(plots.METHOD_COLORS["lora"]))
-    assert "MiB" in memory.get_ylabel() and "CPU peak RSS" in memory.get_ylabel()
+    assert "MiB" in memory.get_ylabel() and "CPU RSS" in memory.get_ylabel()
     assert [t.get_text() for t in memory.texts] == ["failed"]                         # prefix tuning
     assert [t.get_text() for t in memory.get_xticklabels()][2] == "prefix_tuning"
     latency = figs["latency_p50-tiny_llama-triples_synth"].axes[0]
