@@ -4,6 +4,7 @@ MODEL   ?= tiny_llama
 TASK    ?= triples_synth
 METHOD  ?= lora
 GPUS    ?= 1
+HOSTFILE ?=
 ARGS    ?=
 METHODS ?=
 SEEDS   ?=
@@ -12,7 +13,7 @@ SWEEP   ?= results/sweeps/default
 NAME    ?= embedded
 BASELINE ?= results/baselines/embedded.json
 
-.PHONY: help setup run base sweep report perf test test-fast clean baseline compare
+.PHONY: help setup run memory base sweep report perf test test-models test-fast clean baseline compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,11 +21,11 @@ help:  ## list the targets
 setup:  ## .venv with everything (CPU torch when no GPU is present)
 	bash scripts/setup.sh
 
-run:  ## one run: make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100"
-	.venv/bin/deepspeed --num_gpus $(GPUS) --no_local_rank --module bench.run model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)
+run:  ## one run: make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100" [GPUS=8 HOSTFILE=hosts]
+	.venv/bin/deepspeed --num_gpus $(GPUS) $(if $(HOSTFILE),--hostfile $(HOSTFILE)) --no_local_rank --module bench.run model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)
 
 sweep:  ## the method grid (default: all nine methods on the embedded tiny model), then the report
-	$(PY) -m bench.sweep models=$(MODEL) tasks=$(TASK) gpus=$(GPUS) $(if $(METHODS),methods=$(METHODS)) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(SWEEP_DIR),sweep_dir=$(SWEEP_DIR)) -- $(ARGS)
+	$(PY) -m bench.sweep models=$(MODEL) tasks=$(TASK) gpus=$(GPUS) $(if $(HOSTFILE),hostfile=$(HOSTFILE)) $(if $(METHODS),methods=$(METHODS)) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(SWEEP_DIR),sweep_dir=$(SWEEP_DIR)) -- $(ARGS)
 
 report:  ## tables and figures of a sweep: make report SWEEP=results/sweeps/default
 	$(PY) -m bench.report $(SWEEP)
@@ -38,11 +39,17 @@ compare:  ## regression verdict of a sweep against a baseline (exit 1 on a regre
 perf:  ## harness overhead, batched vs per-record generation, padding, a cell's time split -> results/perf/perf.json
 	$(PY) -m bench.perf hydra.run.dir=results/perf
 
+memory:  ## pre-flight memory estimate of a run, nothing launched: make memory MODEL=codellama_34b METHOD=lora ARGS="train.micro_batch_size=4"
+	$(PY) -m bench.memory model=$(MODEL) method=$(METHOD) task=$(TASK) gpus=$(GPUS) $(ARGS)
+
 base:  ## build (or find) the cached tiny base for MODEL and TASK
 	$(PY) -m bench.base model=$(MODEL) task=$(TASK) hydra.run.dir=.cache/peftbench/logs $(ARGS)
 
-test:  ## the test suite (CPU, no network)
-	$(PY) -m pytest -q
+test:  ## the test suite (CPU, no network; the model matrix is `make test-models`)
+	$(PY) -m pytest -q -m "not matrix"
+
+test-models:  ## every method on tiny_codellama and tiny_glm through the real launcher (~6 min)
+	$(PY) -m pytest -q -m matrix
 
 test-fast:  ## unit and config tests only
 	$(PY) -m pytest -q -m "not slow"

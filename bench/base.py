@@ -8,18 +8,21 @@ determines them. Real models skip this stage. ``python -m bench.base`` (``make b
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bench import chartok, data, evaluate, modeling, results, train
+from bench import chartok, data, evaluate, modeling, results, train, validate
 import tasks
 
 log = logging.getLogger(__name__)
@@ -67,23 +70,41 @@ def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str
                                   batch_size=int(cfg.eval.batch_size), max_new_tokens=int(src_task.max_new_tokens))
     engine.module.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
+    engine.destroy()   # the run that built this base must not carry its optimizer into its own measurements
+    del engine, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return {"source_f1_micro": scores["f1_micro"], "source_loss_first": fit["loss_curve"][0],
             "source_loss_final": fit["final_loss"], "train_time_s": fit["train_time_s"]}
 
 
-def ensure(cfg: Any) -> dict[str, Any]:
-    """Path, key and build facts of the base for this config, building it once under a file lock."""
+def tokenizer_and_key(cfg: Any) -> tuple[Any, str]:
+    """The base's character tokenizer (source and target texts) and its cache key; nothing is built."""
     src_task = source_task(cfg.task)
     texts = corpus_texts(tasks.module(src_task).load_split(src_task, "train"), src_task)
     texts += corpus_texts(tasks.module(cfg.task).load_split(cfg.task, "train"), cfg.task)
     tokenizer = chartok.build(texts)
     vocab = tokenizer.get_vocab()
-    key = base_key(cfg, sorted(vocab, key=vocab.__getitem__))
+    return tokenizer, base_key(cfg, sorted(vocab, key=vocab.__getitem__))
+
+
+def ensure(cfg: Any) -> dict[str, Any]:
+    """Path, key and build facts of the base for this config, building it once under a file lock."""
+    src_task = source_task(cfg.task)
+    tokenizer, key = tokenizer_and_key(cfg)
     root = Path(cfg.cache_dir) / "bases"
     root.mkdir(parents=True, exist_ok=True)
     path, meta_path = root / f"{cfg.model.name}-{key}", root / f"{cfg.model.name}-{key}" / "base_info.json"
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if not meta_path.exists() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Its build is a single-process training run: inside a multi-rank launch it would wait forever on
+            # ranks that wait on this lock. The sweep builds bases before its cells; by hand it is one command.
+            raise validate.InputError(
+                f"no cached base of model={cfg.model.name} for task={cfg.task.name} in {root} and this is a "
+                f"{os.environ['WORLD_SIZE']}-rank launch: build it first with `python -m bench.base "
+                f"model={cfg.model.name} task={cfg.task.name}` (make base), or run through bench.sweep")
         if not meta_path.exists():
             log.info("building tiny base %s (source task %s) — once; later runs reuse it", key, src_task.name)
             tmp = root / f".{path.name}.building"

@@ -11,7 +11,12 @@ SPECIALS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos
 
 
 def build(texts: Iterable[str]) -> PreTrainedTokenizerFast:
-    """One token per distinct character (sorted, so the same texts give the same ids)."""
+    """One token per distinct character (sorted, so the same texts give the same ids).
+
+    A model may have more embedding rows than this vocabulary (``arch.vocab_size``, a floor). Decoding an id
+    past the vocabulary never raises: the tokenizer has no token for it and leaves it out of the text, as it
+    does for special tokens (tests/test_model_matrix.py pins this, through a save and reload too).
+    """
     chars = sorted(set("".join(texts)))
     vocab = {tok: i for i, tok in enumerate(SPECIALS.values())}
     vocab.update({c: len(SPECIALS) + i for i, c in enumerate(chars)})

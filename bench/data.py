@@ -81,13 +81,19 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torc
 
 
 def batches(examples: list[dict[str, list[int]]], batch_size: int, *, pad_id: int, seed: int,
-            group_by_length: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless stream of training batches; each pass over the data is reshuffled."""
+            group_by_length: bool, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless stream of training batches; each pass over the data is reshuffled.
+
+    With ``world`` data-parallel ranks, every rank draws the same order and keeps every ``world``-th batch
+    from its ``rank`` on: the ranks see disjoint batches, and together one pass over the data.
+    """
     lengths = [len(e["input_ids"]) for e in examples]
     epoch = 0
     while True:
-        for order in batch_order(lengths, batch_size, seed=seed + epoch, group_by_length=group_by_length):
-            yield collate([examples[i] for i in order], pad_id)
+        orders = batch_order(lengths, batch_size, seed=seed + epoch, group_by_length=group_by_length)
+        for n, order in enumerate(orders):
+            if n % world == rank:
+                yield collate([examples[i] for i in order], pad_id)
         epoch += 1
 
 

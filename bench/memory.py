@@ -101,13 +101,15 @@ def saved_activation_bytes(model: torch.nn.Module, *, batch: int, length: int) -
 def meta_replica(config: Any, cfg: Any, dtype: torch.dtype) -> torch.nn.Module:
     """The run's trainable model (the method YAML's builder applied) on the meta device."""
     import hydra
-    from transformers import AutoModelForCausalLM
+
+    from bench import modeling
 
     kwargs = {"attn_implementation": cfg.model.attn_implementation} if cfg.model.attn_implementation else {}
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype,
+        model = modeling.auto_class(cfg.model).from_config(config, dtype=dtype,
                                                  trust_remote_code=bool(cfg.model.trust_remote_code), **kwargs)
-        return hydra.utils.get_method(cfg.method.builder)(model, cfg.method, cfg.model)
+        model = hydra.utils.get_method(cfg.method.builder)(model, cfg.method, cfg.model)
+    return model.to(dtype)   # as DeepSpeed casts the whole module, adapters included (peft makes them fp32)
 
 
 def _bucket(ds_config: dict[str, Any], trainable: int) -> int:
@@ -128,7 +130,9 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
     Components: weights, gradients (DeepSpeed's reduction bucket: the gradients land in it), fp32 master weights, AdamW moments, activations
     kept for backward, and backward's working set: one layer's share of the activations (the gradients of
     the layer being differentiated) and the loss's fp32 logits gradient and softmax (8 bytes per vocabulary
-    entry and token).
+    entry and token). The optimizer step needs, instead of the activations, an fp32 gradient partition and
+    one fp32 temporary of AdamW's (measured on an H100: 8 bytes per trainable parameter). The total is the
+    static part plus the larger of backward and step, which for full fine-tuning of a large model is the step.
     """
     width = BYTES[precision]
     total = sum(p.numel() for p in model.parameters())
@@ -142,8 +146,12 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
         "optimizer_states": 8 * trainable // shards,
         "activations": activations,
         "backward_transient": activations // max(layers, 1) + 8 * batch * length * vocab,
+        "optimizer_step": 8 * trainable // shards,
     }
-    return {**{f"{k}_bytes": int(v) for k, v in parts.items()}, "total_bytes": int(sum(parts.values())),
+    static = parts["weights"] + parts["master_weights"] + parts["optimizer_states"]
+    backward = parts["gradients"] + parts["activations"] + parts["backward_transient"]
+    total = static + max(backward, parts["optimizer_step"])
+    return {**{f"{k}_bytes": int(v) for k, v in parts.items()}, "total_bytes": int(total),
             "batch": batch, "length": length, "precision": precision, "world_size": world_size}
 
 
@@ -167,42 +175,40 @@ def for_run(config: Any, vocab: int, cfg: Any, *, precision: str, ds_config: dic
 def model_config(cfg: Any) -> tuple[Any, int]:
     """The config and vocabulary size of ``cfg.model`` without its weights.
 
-    Tiny models: ``arch`` with the char vocabulary of the task. Others: the hub or folder's config.json
-    where it can be read (cached or online), else the model YAML's ``shape`` (published sizes).
+    Tiny models: ``arch`` with the char vocabulary of the task. Others: the folder's or hub cache's
+    config.json where it is on disk, else the model YAML's ``shape`` (the published sizes).
     """
     from transformers import AutoConfig
 
     if cfg.model.source == "tiny":
-        from bench import base, chartok
-        import tasks
+        from bench import base
 
-        src = base.source_task(cfg.task)
-        texts = base.corpus_texts(tasks.module(src).load_split(src, "train"), src)
-        texts += base.corpus_texts(tasks.module(cfg.task).load_split(cfg.task, "train"), cfg.task)
         arch = dict(cfg.model.arch)
-        vocab = max(len(chartok.build(texts)), int(arch.pop("vocab_size", 0) or 0))
+        vocab = max(len(base.tokenizer_and_key(cfg)[0]), int(arch.pop("vocab_size", 0) or 0))
         return AutoConfig.for_model(arch.pop("model_type"), vocab_size=vocab, **arch), vocab
-    try:
-        config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=bool(cfg.model.trust_remote_code))
-    except OSError as err:
-        shape = cfg.model.get("shape")
-        if not shape:
-            raise RuntimeError(f"model={cfg.model.name}: config of {cfg.model.path} unreadable ({err}) and the "
-                               f"model YAML has no `shape`") from err
-        shape = dict(shape)
+    remote = bool(cfg.model.trust_remote_code)
+    try:   # a config.json already on disk (hub cache or folder): never a download for an estimate
+        config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=remote, local_files_only=True)
+    except OSError:
+        shape = dict(cfg.model.get("shape") or {})
+        if "model_type" not in shape:
+            raise RuntimeError(f"model={cfg.model.name}: no config.json of {cfg.model.path} on disk and no `shape` "
+                               f"with a transformers model_type in its YAML; the run itself logs its estimate "
+                               f"before training") from None
         config = AutoConfig.for_model(shape.pop("model_type"), **shape)
     return config, int(config.vocab_size)
 
 
-def preflight(cfg: Any) -> dict[str, Any]:
-    """The estimate of the run ``cfg`` describes, at the task's full length, before anything is loaded."""
+def preflight(cfg: Any, world_size: int = 1) -> dict[str, Any]:
+    """The estimate of the run ``cfg`` describes on ``world_size`` ranks, at the task's full length, before
+    anything is loaded."""
     from bench import train
 
     precision = cfg.deepspeed.precision
     if precision == "auto":
         precision = "fp16" if torch.cuda.is_available() else "fp32"
     config, vocab = model_config(cfg)
-    world = int(cfg.get("gpus") or 1)
+    world = int(world_size)
     replica = meta_replica(config, cfg, torch.float32 if precision == "fp32" else torch.float16)
     trainable = sum(p.numel() for p in replica.parameters() if p.requires_grad)
     ds_config = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size),
@@ -214,7 +220,7 @@ def preflight(cfg: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    """``python -m bench.memory [run overrides…]``: print the estimate of that run, launch nothing."""
+    """``python -m bench.memory [gpus=N] [run overrides…]``: print the estimate of that run, launch nothing."""
     import sys
 
     from hydra import compose, initialize_config_dir
@@ -222,9 +228,11 @@ def main() -> None:
     from bench.sweep import CONF_DIR
 
     logging.basicConfig(level=logging.WARNING)
+    gpus = [a for a in sys.argv[1:] if a.startswith("gpus=")]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=sys.argv[1:])
-    print(f"model={cfg.model.name} method={cfg.method.name}: {describe(preflight(cfg))}")  # noqa: T201
+        cfg = compose("config", overrides=[a for a in sys.argv[1:] if a not in gpus])
+    world = int(gpus[-1].split("=", 1)[1]) if gpus else 1
+    print(f"model={cfg.model.name} method={cfg.method.name}: {describe(preflight(cfg, world))}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ import logging
 from typing import Any
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from bench.validate import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +26,30 @@ def special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
 
 def build_tiny(model_cfg: Any, vocab_size: int, seed: int, special: dict[str, int | None] | None = None
                ) -> PreTrainedModel:
-    """A randomly initialised model of the YAML's architecture (``arch``); ``special``: its tokenizer's ids."""
+    """A randomly initialised model of the YAML's architecture (``arch``); ``special``: its tokenizer's ids.
+
+    ``vocab_size`` is the tokenizer's size; an ``arch.vocab_size`` is a floor on the embedding rows, so a tiny
+    stand-in can carry a real model's vocabulary size (tiny_codellama: 32016) with a character tokenizer.
+    """
     arch = dict(model_cfg.arch)
-    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=vocab_size, **(special or {}), **arch)
+    rows = max(vocab_size, int(arch.pop("vocab_size", None) or 0))
+    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=rows, **(special or {}), **arch)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, attn_implementation=model_cfg.attn_implementation,
                                             dtype=dtype_of(model_cfg))
+
+
+def auto_class(model_cfg: Any) -> type:
+    """The transformers Auto class that loads the YAML's model: ``auto_class`` where the YAML names one.
+
+    Causal LMs by default; ChatGLM-6B's config maps only ``AutoModel`` (and ``AutoModelForSeq2SeqLM``) to its
+    ``ChatGLMForConditionalGeneration``, so its YAML says ``auto_class: AutoModel``.
+    """
+    name = model_cfg.get("auto_class") or "AutoModelForCausalLM"
+    if not name.startswith("Auto") or not hasattr(transformers, name):
+        raise ConfigError(f"model.auto_class={name} is not a transformers Auto class; use AutoModelForCausalLM "
+                          f"or the class the model's config.json maps in its auto_map (e.g. AutoModel)")
+    return getattr(transformers, name)
 
 
 def load_pretrained(path: str, model_cfg: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
@@ -36,20 +57,22 @@ def load_pretrained(path: str, model_cfg: Any) -> tuple[PreTrainedTokenizerBase,
     remote = bool(model_cfg.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
     kwargs = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_of(model_cfg), trust_remote_code=remote,
-                                                 use_safetensors=None if remote else True, **kwargs)
+    model = auto_class(model_cfg).from_pretrained(path, dtype=dtype_of(model_cfg), trust_remote_code=remote,
+                                                  use_safetensors=None if remote else True, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer, model
 
 
-def load(cfg: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict[str, Any]]:
-    """The run's tokenizer, base model and a description of where the base came from."""
+def load(cfg: Any, base_info: dict[str, Any] | None = None
+         ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict[str, Any]]:
+    """The run's tokenizer, base model and a description of where the base came from (``base_info``: a tiny
+    base the caller has already ensured)."""
     if cfg.model.source == "tiny":
         from bench import base
 
-        info = base.ensure(cfg)
+        info = base_info or base.ensure(cfg)
         tokenizer, model = load_pretrained(info["path"], cfg.model)
         return tokenizer, model, info
     tokenizer, model = load_pretrained(cfg.model.path, cfg.model)

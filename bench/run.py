@@ -38,7 +38,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import torch
     import transformers
 
-    from bench import data, evaluate, measure, memory, modeling, train
+    from bench import base, data, evaluate, measure, memory, modeling, train
     import tasks
 
     exact = measure.track_cpu_tensors(cfg.train.cpu_mmap_threshold)
@@ -50,8 +50,9 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     hydra.utils.get_method(cfg.method.builder)  # imports the method's module (peft): code is not the model's memory
     if exact:
         train.warm_up()
+    tiny_base = base.ensure(cfg) if cfg.model.source == "tiny" else None   # a base built now: before the baseline
     mem_baseline = measure.current_memory()   # before the model exists: the estimate covers what comes after
-    tokenizer, model, base_info = modeling.load(cfg)
+    tokenizer, model, base_info = modeling.load(cfg, tiny_base)
     validate.check_model(cfg, model)
     model_config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
     tokenizer.save_pretrained(out / "tokenizer")
@@ -75,7 +76,8 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     log.info("memory estimate: %s", memory.describe(estimate))
     engine = train.engine_for(model, groups, ds_config, total_steps=int(cfg.train.steps), train_cfg=cfg.train)
     stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
-                          seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length))
+                          seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length),
+                          rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]))
     at_start = measure.current_memory()
     was_reset = measure.reset_peak()
     phases["train_start"] = time.time()
@@ -88,6 +90,8 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     log.info("memory: %.3f GiB measured above the start, %.3f GiB estimated", check["measured_bytes"] / 2**30,
              check["total_bytes"] / 2**30)
     phases["train_end"] = time.time()
+    if int(os.environ["RANK"]) != 0:   # ZeRO-1 keeps every weight on every rank: rank 0 saves and evaluates
+        return {"phases": phases}
     trained = engine.module
     sizes = _call(cfg.method.saver, trained, out, cfg.method)
     summary = _call(cfg.method.hooks.summary, trained)

@@ -111,6 +111,12 @@ def executable(argv: Sequence[Any]) -> list[str]:
     return [head, *rest]
 
 
+def launcher(cfg: DictConfig) -> list[str]:
+    """A cell's command before its overrides: ``cell_cmd``, with ``--hostfile`` when the sweep names one."""
+    head, *rest = executable(cfg.cell_cmd)
+    return [head, "--hostfile", str(cfg.hostfile), *rest] if cfg.get("hostfile") else [head, *rest]
+
+
 def run_info(result: Path) -> dict[str, Any]:
     """The recorded ``run_info`` ({} where there is no readable result)."""
     try:
@@ -214,7 +220,7 @@ def run_cell(cfg: DictConfig, cell: Cell, root: Path, *, base_error: str | None 
     if base_error:
         record_failure(out, cell, base_error)
         return "failed"
-    code = run_logged([*executable(cfg.cell_cmd), *run_overrides(cfg, cell, out)], out / "run.log")
+    code = run_logged([*launcher(cfg), *run_overrides(cfg, cell, out)], out / "run.log")
     status = status_of(out / "result.json")
     if status in (None, "running"):
         record_failure(out, cell, f"the cell exited with code {code} without recording a result; "

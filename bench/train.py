@@ -101,6 +101,24 @@ def engine_for(model: torch.nn.Module, groups: list[dict], config: dict[str, Any
     return engine
 
 
+def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over the data-parallel ranks (itself in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """``values`` averaged over the data-parallel ranks: each rank's loss is on its own batches."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return sum_over_ranks(values) / world
+
+
 def warm_up() -> None:
     """A throwaway engine for a 20-parameter model: DeepSpeed loads its code (imports, the CPU accelerator's
     shared-memory op) here, ~130 MB of RSS that would otherwise count as the run's memory. ~2 s, once."""
@@ -113,7 +131,10 @@ def warm_up() -> None:
 
 def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, grad_accum: int, log_every: int,
         on_step: Callable[[Any, int], None] | None = None, desc: str = "train") -> dict[str, Any]:
-    """Run ``steps`` optimizer steps; the loss is read back from the device every ``log_every`` steps only."""
+    """Run ``steps`` optimizer steps; the loss is read back from the device every ``log_every`` steps only.
+
+    With several ranks, the loss curve is the mean over ranks and the token count their sum.
+    """
     engine.train()
     curve: list[float] = []
     pending: list[torch.Tensor] = []
@@ -132,9 +153,10 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
             micro_losses.append(loss.detach())
         pending.append(torch.stack(micro_losses).mean())
         if len(pending) >= log_every or step == steps - 1:
-            curve.extend(torch.stack(pending).float().cpu().tolist())
+            curve.extend(mean_over_ranks(torch.stack(pending).float()).cpu().tolist())
             pending = []
     elapsed = time.perf_counter() - start
+    tokens = int(sum_over_ranks(torch.tensor(tokens, dtype=torch.long, device=engine.device)))
     overflow = int(getattr(engine, "skipped_steps", 0))
     scale = loss_scale(engine)
     if overflow:

@@ -14,9 +14,9 @@ METHODS = ["full", "freeze", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tu
 REQUIRED = {
     "run_info": ["run_id", "status", "config", "config_hash", "git_sha", "seed"],
     "train_info": ["steps", "train_time_s", "tokens_per_s", "loss_curve", "final_loss", "eval_loss", "peak_mem_bytes",
-                   "mem_kind", "trainable_params", "total_params", "trainable_pct", "adapter_bytes"],
+                   "mem_kind", "mem_estimate_bytes", "mem_measured_bytes", "trainable_params", "total_params", "trainable_pct", "adapter_bytes"],
     "eval_info": ["precision", "recall", "f1_micro", "f1_macro", "exact_match", "parse_fail_rate", "n",
-                  "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "gen_tokens_per_s"],
+                  "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "gen_tokens_per_s", "infer_ms_adapter"],
     "meta_info": ["versions", "device", "world_size"],
     "base_info": ["key", "build_time_s", "source_f1_micro"],
 }
@@ -41,6 +41,13 @@ def test_method_trains_and_records_everything(tiny_cfg, method):
     assert 0 < train["trainable_params"] <= train["total_params"]
     assert (train["trainable_pct"] == 100.0) == (method == "full")
     assert train["adapter_bytes"] > 0 and result["eval_info"]["n"] == 8
+    # Latency rows: merged only where the YAML says the adapter merges, the base wherever peft can disable it.
+    ev = result["eval_info"]
+    mergeable = method in ("lora", "adalora", "vblora")
+    assert (ev["infer_ms_merged"] is not None) == mergeable and (ev["infer_ms_base"] is not None) == (method not in
+                                                                                                    ("full", "freeze"))
+    assert ev["merged_agreement"] == (1.0 if mergeable else None)   # fp32: merging changes no greedy token
+    assert 0 < train["mem_estimate_bytes"] and train["mem_estimate"]["activations_bytes"] > 0
 
 
 def test_adalora_records_its_final_rank_allocation(tiny_cfg):
