@@ -88,5 +88,6 @@ def estimate_check(estimate: dict[str, Any], peak: int, baseline: int, at_start:
     """The estimate beside what the run used above its baseline (memory in use before the model loaded);
     ``measured_static_bytes``: what was in use when training started (weights, optimizer set-up)."""
     used = peak - baseline
+    total = estimate.get("total_bytes")   # absent where the estimate failed (its "error" says why)
     return {**estimate, "measured_bytes": used, "measured_static_bytes": at_start - baseline,
-            "ratio": estimate["total_bytes"] / used if used > 0 else None}
+            "ratio": total / used if total and used > 0 else None}

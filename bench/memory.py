@@ -8,7 +8,8 @@ backward. Attention is counted as a fused kernel keeps it (q, k, v, output, log-
 GPUs and CPUs), so a model run with eager attention needs more than this says. The static part follows
 ZeRO stage 1/2 under DeepSpeed: every weight in the training precision; for the trainable parameters, their
 gradients and the reduction bucket, plus an fp32 master copy and AdamW's two fp32 moments, partitioned over
-the ranks. Checked against measured peaks: README "Memory". ``bench.run`` stores the estimate beside the measured peak (``train_info.mem_estimate``).
+the ranks. ``bench.run`` stores the estimate beside the measured peak (``train_info.mem_estimate``); README
+"Real models, GPUs and memory" has the ratios measured on CPU and on an H100.
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
              batch: int, length: int, vocab: int, layers: int) -> dict[str, Any]:
     """Per-rank bytes of one training step of ``model`` (meta device) at ``batch`` × ``length`` tokens.
 
-    Components: weights, gradients (DeepSpeed's reduction bucket: the gradients land in it), fp32 master weights, AdamW moments, activations
-    kept for backward, and backward's working set: one layer's share of the activations (the gradients of
+    Components: weights, gradients (DeepSpeed's reduction bucket: the gradients land in it), fp32 master
+    weights, AdamW moments, activations kept for backward, and backward's working set: one layer's share of the activations (the gradients of
     the layer being differentiated) and the loss's fp32 logits gradient and softmax (8 bytes per vocabulary
     entry and token). The optimizer step needs, instead of the activations, an fp32 gradient partition and
     one fp32 temporary of AdamW's (measured on an H100: 8 bytes per trainable parameter). The total is the

@@ -24,8 +24,8 @@ from bench.results import write_atomic
 
 log = logging.getLogger(__name__)
 
-TABLE = ("mem_measured_bytes", "mem_estimate_bytes", "trainable_pct", "train_time_s", "f1_micro", "f1_macro", "eval_time_s",
-         "latency_ms_p50", "adapter_bytes")
+TABLE = ("mem_measured_bytes", "mem_estimate_bytes", "trainable_pct", "train_time_s", "f1_micro", "f1_macro",
+         "eval_time_s", "latency_ms_p50", "adapter_bytes")
 KEYS = ["model", "task", "method"]
 INFERENCE = ("infer_ms_adapter", "infer_ms_merged", "infer_ms_base", "merged_agreement")
 

@@ -14,7 +14,8 @@ METHODS = ["full", "freeze", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tu
 REQUIRED = {
     "run_info": ["run_id", "status", "config", "config_hash", "git_sha", "seed"],
     "train_info": ["steps", "train_time_s", "tokens_per_s", "loss_curve", "final_loss", "eval_loss", "peak_mem_bytes",
-                   "mem_kind", "mem_estimate_bytes", "mem_measured_bytes", "trainable_params", "total_params", "trainable_pct", "adapter_bytes"],
+                   "mem_kind", "mem_estimate_bytes", "mem_measured_bytes", "trainable_params", "total_params",
+                   "trainable_pct", "adapter_bytes"],
     "eval_info": ["precision", "recall", "f1_micro", "f1_macro", "exact_match", "parse_fail_rate", "n",
                   "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "gen_tokens_per_s", "infer_ms_adapter"],
     "meta_info": ["versions", "device", "world_size"],
