@@ -46,10 +46,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     task = tasks.module(cfg.task)
     train_records = task.load_split(cfg.task, "train")
     eval_records = task.load_split(cfg.task, "eval")[: cfg.eval.max_records or None]
-    train.ensure_distributed()
     hydra.utils.get_method(cfg.method.builder)  # imports the method's module (peft): code is not the model's memory
-    if exact:
-        train.warm_up()
     tiny_base = base.ensure(cfg) if cfg.model.source == "tiny" else None   # a base built now: before the baseline
     mem_baseline = measure.current_memory()   # before the model exists: the estimate covers what comes after
     tokenizer, model, base_info = modeling.load(cfg, tiny_base)
@@ -63,6 +60,11 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
         model.gradient_checkpointing_enable()
     params = measure.parameter_counts(model)
     examples = data.encode(train_records, tokenizer, cfg.task)
+    before = measure.current_memory()
+    train.ensure_distributed()
+    if exact:
+        train.warm_up()
+    mem_baseline += measure.current_memory() - before   # DeepSpeed's code and process group, not the run's tensors
     prec = train.precision(cfg.deepspeed)
     ds_config = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size),
                                        grad_accum=int(cfg.train.grad_accum), grad_clip=float(cfg.train.grad_clip),
