@@ -122,7 +122,8 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
 def warm_up() -> None:
     """A throwaway engine for a 20-parameter model: DeepSpeed loads its code (imports, the CPU accelerator's
     shared-memory op) here, ~130 MB of RSS that would otherwise count as the run's memory. ~2 s, once."""
-    module = torch.nn.Linear(4, 4)
+    with torch.random.fork_rng(devices=[]):   # runs after the seed is set: the run's random numbers stay its own
+        module = torch.nn.Linear(4, 4)
     config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 1, "reduce_bucket_size": 20},
               "zero_allow_untested_optimizer": True, "steps_per_print": 10**9}
     engine_for(module, [{"params": list(module.parameters()), "lr": 0.0}], config, total_steps=1,
