@@ -27,6 +27,12 @@ def eval_loss(model: Any, examples: list[dict[str, list[int]]], *, batch_size: i
     return total / count
 
 
+def encode_prompts(tokenizer: Any, prompts: list[str], max_prompt_tokens: int | None) -> list[list[int]]:
+    """Prompt ids as training encodes them (``bench.data``), cut to ``max_prompt_tokens`` where given."""
+    encoded = [data.prompt_ids(tokenizer, p) for p in prompts]
+    return [data.fit_prompt(ids, max_prompt_tokens) for ids in encoded] if max_prompt_tokens else encoded
+
+
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int, max_new_tokens: int,
              max_prompt_tokens: int | None = None, desc: str = "generate") -> tuple[list[str], list[float], int]:
@@ -37,9 +43,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int,
     """
     model.eval()
     device = next(model.parameters()).device
-    encoded = [data.prompt_ids(tokenizer, p) for p in prompts]
-    if max_prompt_tokens:
-        encoded = [data.fit_prompt(ids, max_prompt_tokens) for ids in encoded]
+    encoded = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(prompts)
     latency: list[float] = [0.0] * len(prompts)
@@ -96,9 +100,7 @@ def fixed_length_ms(model: Any, tokenizer: Any, prompts: list[str], *, new_token
     and the generated ids of each batch."""
     model.eval()
     device = next(model.parameters()).device
-    encoded = [data.prompt_ids(tokenizer, p) for p in prompts]
-    if max_prompt_tokens:
-        encoded = [data.fit_prompt(ids, max_prompt_tokens) for ids in encoded]
+    encoded = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     batches = [{k: v.to(device) for k, v in data.left_pad(encoded[s:s + batch_size], tokenizer.pad_token_id).items()}
                for s in range(0, len(encoded), batch_size)]
     times, outputs = [], []

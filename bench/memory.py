@@ -23,7 +23,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}   # training precision
 DEFAULT_BUCKET = 500_000_000   # DeepSpeed's reduce_bucket_size when the config sets none
 GIB = 2**30
 LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer")
@@ -105,10 +105,10 @@ def meta_replica(config: Any, cfg: Any, dtype: torch.dtype) -> torch.nn.Module:
 
     from bench import modeling
 
-    kwargs = {"attn_implementation": cfg.model.attn_implementation} if cfg.model.attn_implementation else {}
     with torch.device("meta"):
         model = modeling.auto_class(cfg.model).from_config(config, dtype=dtype,
-                                                 trust_remote_code=bool(cfg.model.trust_remote_code), **kwargs)
+                                                           trust_remote_code=bool(cfg.model.trust_remote_code),
+                                                           **modeling.attention(cfg.model))
         model = hydra.utils.get_method(cfg.method.builder)(model, cfg.method, cfg.model)
     return model.to(dtype)   # as DeepSpeed casts the whole module, adapters included (peft makes them fp32)
 
@@ -129,13 +129,13 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
     """Per-rank bytes of one training step of ``model`` (meta device) at ``batch`` × ``length`` tokens.
 
     Components: weights, gradients (DeepSpeed's reduction bucket: the gradients land in it), fp32 master
-    weights, AdamW moments, activations kept for backward, and backward's working set: one layer's share of the activations (the gradients of
-    the layer being differentiated) and the loss's fp32 logits gradient and softmax (8 bytes per vocabulary
-    entry and token). The optimizer step needs, instead of the activations, an fp32 gradient partition and
+    weights, AdamW moments, activations kept for backward, and backward's working set: one layer's share of
+    the activations (the gradients of the layer being differentiated) and the loss's fp32 logits gradient and
+    softmax (8 bytes per vocabulary entry and token). The optimizer step needs, instead of the activations, an fp32 gradient partition and
     one fp32 temporary of AdamW's (measured on an H100: 8 bytes per trainable parameter). The total is the
     static part plus the larger of backward and step, which for full fine-tuning of a large model is the step.
     """
-    width = BYTES[precision]
+    width = DTYPES[precision].itemsize
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     shards = world_size if int((ds_config.get("zero_optimization") or {}).get("stage", 0)) >= 1 else 1
@@ -167,7 +167,7 @@ def describe(est: dict[str, Any]) -> str:
 def for_run(config: Any, vocab: int, cfg: Any, *, precision: str, ds_config: dict[str, Any], world_size: int,
             length: int) -> dict[str, Any]:
     """The estimate of a run from its model's config (the weights themselves are not touched)."""
-    replica = meta_replica(config, cfg, torch.float32 if precision == "fp32" else torch.float16)
+    replica = meta_replica(config, cfg, DTYPES[precision])
     return estimate(replica, precision=precision, ds_config=ds_config, world_size=world_size,
                     batch=int(cfg.train.micro_batch_size), length=length, vocab=vocab,
                     layers=layer_count(config))
@@ -205,19 +205,14 @@ def preflight(cfg: Any, world_size: int = 1) -> dict[str, Any]:
     anything is loaded."""
     from bench import train
 
-    precision = cfg.deepspeed.precision
-    if precision == "auto":
-        precision = "fp16" if torch.cuda.is_available() else "fp32"
+    precision = train.precision(cfg.deepspeed)
     config, vocab = model_config(cfg)
-    world = int(world_size)
-    replica = meta_replica(config, cfg, torch.float32 if precision == "fp32" else torch.float16)
-    trainable = sum(p.numel() for p in replica.parameters() if p.requires_grad)
+    # Without ``trainable`` the bucket is DeepSpeed's default; the estimate caps it as the run's config does.
     ds_config = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size),
                                        grad_accum=int(cfg.train.grad_accum), grad_clip=float(cfg.train.grad_clip),
-                                       prec=precision, trainable=trainable)
-    return estimate(replica, precision=precision, ds_config=ds_config, world_size=world,
-                    batch=int(cfg.train.micro_batch_size), length=int(cfg.task.max_length), vocab=vocab,
-                    layers=layer_count(config))
+                                       prec=precision)
+    return for_run(config, vocab, cfg, precision=precision, ds_config=ds_config, world_size=world_size,
+                   length=int(cfg.task.max_length))
 
 
 def main() -> None:

@@ -52,13 +52,17 @@ def auto_class(model_cfg: Any) -> type:
     return getattr(transformers, name)
 
 
+def attention(model_cfg: Any) -> dict[str, str]:
+    """``attn_implementation`` for transformers where the YAML names one (remote code may take none)."""
+    return {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
+
+
 def load_pretrained(path: str, model_cfg: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Tokenizer and weights from a hub id or folder; remote code only where the model YAML opts in."""
     remote = bool(model_cfg.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
-    kwargs = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
     model = auto_class(model_cfg).from_pretrained(path, dtype=dtype_of(model_cfg), trust_remote_code=remote,
-                                                  use_safetensors=None if remote else True, **kwargs)
+                                                  use_safetensors=None if remote else True, **attention(model_cfg))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -129,9 +129,8 @@ def inference(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     base = runs.loc[runs["status"] == "success", "infer_ms_base"].dropna()
     if not base.empty:
         rows.append({"Method": f"base model ({len(base)} runs)",
-                     metrics.metric("infer_ms_adapter").heading: cell(base.mean(), base.std() if len(base) > 1
-                                                                      else math.nan, "infer_ms_base", best=False,
-                                                                      tex=False)})
+                     metrics.metric("infer_ms_adapter").heading: cell(base.mean(), base.std(), "infer_ms_base",
+                                                                      best=False, tex=False)})
     frame = pd.DataFrame(rows).fillna("—")
     return frame.to_markdown(index=False, disable_numparse=True)
 

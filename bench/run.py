@@ -62,6 +62,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     examples = data.encode(train_records, tokenizer, cfg.task)
     before = measure.current_memory()
     train.ensure_distributed()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if exact:
         train.warm_up()
     mem_baseline += measure.current_memory() - before   # DeepSpeed's code and process group, not the run's tensors
@@ -74,7 +75,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     try:   # the estimate informs; a model it cannot replicate must not cost the run (recorded, warned)
         with torch.random.fork_rng(devices=[]):   # the replica's init must not move the run's random numbers
             estimate = memory.for_run(model_config, vocab, cfg, precision=prec, ds_config=ds_config,
-                                      world_size=int(os.environ["WORLD_SIZE"]),
+                                      world_size=world,
                                       length=min(int(cfg.task.max_length), max(len(e["input_ids"]) for e in examples)))
         log.info("memory estimate: %s", memory.describe(estimate))
     except Exception as err:  # noqa: BLE001
@@ -83,7 +84,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     engine = train.engine_for(model, groups, ds_config, total_steps=int(cfg.train.steps), train_cfg=cfg.train)
     stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
                           seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length),
-                          rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]))
+                          rank=rank, world=world)
     at_start = measure.current_memory()
     was_reset = measure.reset_peak()
     phases["train_start"] = time.time()
@@ -97,7 +98,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     log.info("memory: %.3f GiB measured above the start; estimate: %s", check["measured_bytes"] / 2**30,
              f"{check['total_bytes'] / 2**30:.3f} GiB" if "total_bytes" in check else check["error"])
     phases["train_end"] = time.time()
-    if int(os.environ["RANK"]) != 0:   # ZeRO-1 keeps every weight on every rank: rank 0 saves and evaluates
+    if rank != 0:   # ZeRO-1 keeps every weight on every rank: rank 0 saves and evaluates
         return {"phases": phases}
     trained = engine.module
     sizes = _call(cfg.method.saver, trained, out, cfg.method)
