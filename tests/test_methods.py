@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -25,12 +26,13 @@ REQUIRED = {
 
 def run(cfg) -> dict:
     assert execute(cfg) == 0
-    return json.loads((__import__("pathlib").Path(cfg.out_dir) / "result.json").read_text())
+    return json.loads((Path(cfg.out_dir) / "result.json").read_text())
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_and_records_everything(tiny_cfg, method):
-    result = run(tiny_cfg(f"method={method}"))
+    cfg = tiny_cfg(f"method={method}")
+    result = run(cfg)
     assert result["run_info"]["status"] == "success", result["run_info"]["error"]
     for section, keys in REQUIRED.items():
         for key in keys:
@@ -42,6 +44,9 @@ def test_method_trains_and_records_everything(tiny_cfg, method):
     assert 0 < train["trainable_params"] <= train["total_params"]
     assert (train["trainable_pct"] == 100.0) == (method == "full")
     assert train["adapter_bytes"] > 0 and result["eval_info"]["n"] == 8
+    written = sum(f.stat().st_size for f in (Path(cfg.out_dir) / "adapter").iterdir()
+                  if f.suffix == ".safetensors")
+    assert train["adapter_bytes"] == written, "the adapter size counts files other than the tensors"
     # Latency rows: merged only where the YAML says the adapter merges, the base wherever peft can disable it.
     ev = result["eval_info"]
     mergeable = method in ("lora", "adalora", "vblora")
@@ -80,3 +85,21 @@ def test_invalid_budget_is_refused_without_success(tiny_cfg, tmp_path):
 def test_unknown_method_lists_choices():
     with pytest.raises(Exception, match="lora"):
         compose_cfg("method=nope")
+
+
+def test_adapter_size_does_not_depend_on_the_paths_in_its_metadata(tmp_path):
+    from omegaconf import OmegaConf
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from methods.savers import peft_adapter
+
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2))
+    model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    method = OmegaConf.create({"adapter_variants": None})
+    sizes = []
+    for where in ("/b", "/" + "long/" * 40 + "base"):
+        model.peft_config["default"].base_model_name_or_path = where
+        sizes.append(peft_adapter(model, tmp_path / where.replace("/", "_"), method)["adapter"])
+    assert sizes[0] == sizes[1] < 4 * 16 * 4 + 1024   # 4 virtual tokens × hidden 16 in fp32, plus the header
