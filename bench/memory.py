@@ -131,9 +131,10 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
     Components: weights, gradients (DeepSpeed's reduction bucket: the gradients land in it), fp32 master
     weights, AdamW moments, activations kept for backward, and backward's working set: one layer's share of
     the activations (the gradients of the layer being differentiated) and the loss's fp32 logits gradient and
-    softmax (8 bytes per vocabulary entry and token). The optimizer step needs, instead of the activations, an fp32 gradient partition and
-    one fp32 temporary of AdamW's (measured on an H100: 8 bytes per trainable parameter). The total is the
-    static part plus the larger of backward and step, which for full fine-tuning of a large model is the step.
+    softmax (8 bytes per vocabulary entry and token). The optimizer step needs, instead of the activations,
+    an fp32 gradient partition and one fp32 temporary of AdamW's (measured on an H100: 8 bytes per trainable
+    parameter). The total is the static part plus the larger of backward and step, which for full
+    fine-tuning of a large model is the step.
     """
     width = DTYPES[precision].itemsize
     total = sum(p.numel() for p in model.parameters())
@@ -221,7 +222,7 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from bench.sweep import CONF_DIR
+    from bench.grid import CONF_DIR
 
     logging.basicConfig(level=logging.WARNING)
     gpus = [a for a in sys.argv[1:] if a.startswith("gpus=")]

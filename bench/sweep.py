@@ -1,5 +1,7 @@
 """The sweep driver: methods × models × tasks × seeds, one ``deepspeed`` process per cell, then the report.
 
+The grid, its overrides and the resume rules are in ``bench.grid``; this module runs them.
+
     python -m bench.sweep                                  # every method, tiny_llama × triples_synth, seed 0
     python -m bench.sweep sweep=smoke                      # preset (conf/sweep/): lora + full, 5 steps
     python -m bench.sweep methods=[lora,full] seeds=[0,1,2] models=llama2_7b tasks=triples gpus=8 \\
@@ -23,7 +25,6 @@ the grid does not compose.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -33,71 +34,23 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import hydra
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import bench  # noqa: F401  (registers config resolvers)
 from bench import results
+from bench.grid import Cell, SweepError, check_grid, common_overrides, grid, is_done, run_overrides, status_of
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # The child logs to stdout only, so run.log (its captured stdout+stderr) holds each line once.
 CHILD_LOGGING = "hydra.job_logging.root.handlers=[console]"
-
-
-class SweepError(Exception):
-    """The grid cannot run as configured (found before any cell starts)."""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run of the grid."""
-
-    model: str
-    task: str
-    method: str
-    seed: int
-
-    def out_dir(self, root: Path) -> Path:
-        """Where the cell's result.json and run.log live."""
-        return root / self.model / self.task / self.method / f"seed{self.seed}"
-
-    def label(self) -> str:
-        """How progress lines name the cell."""
-        return f"{self.method} seed{self.seed} ({self.model}/{self.task})"
-
-
-def as_list(value: Any) -> list[Any]:
-    """A grid axis: a list, or one value (what a Hydra multirun job gets for a swept key)."""
-    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
-
-
-def grid(cfg: DictConfig) -> list[Cell]:
-    """The cells in run order: every method of a seed before the next seed, so partial sweeps tabulate."""
-    return [Cell(str(model), str(task), str(method), int(seed))
-            for model in as_list(cfg.models) for task in as_list(cfg.tasks)
-            for seed in as_list(cfg.seeds) for method in as_list(cfg.methods)]
-
-
-def common_overrides(cfg: DictConfig) -> list[str]:
-    """Overrides every cell gets: the preset's, then the command line's."""
-    return [str(o) for o in [*(cfg.cell_overrides or []), *(cfg.extra or [])]]
-
-
-def run_overrides(cfg: DictConfig, cell: Cell, out: Path) -> list[str]:
-    """The Hydra overrides of one cell's ``bench.run``."""
-    own = [str(o) for o in (cfg.method_overrides or {}).get(cell.method, [])]
-    return [f"model={cell.model}", f"task={cell.task}", f"method={cell.method}", f"seed={cell.seed}",
-            f"out_dir={out}", *common_overrides(cfg), *own]
 
 
 def executable(argv: Sequence[Any]) -> list[str]:
@@ -115,64 +68,6 @@ def launcher(cfg: DictConfig) -> list[str]:
     """A cell's command before its overrides: ``cell_cmd``, with ``--hostfile`` when the sweep names one."""
     head, *rest = executable(cfg.cell_cmd)
     return [head, "--hostfile", str(cfg.hostfile), *rest] if cfg.get("hostfile") else [head, *rest]
-
-
-def run_info(result: Path) -> dict[str, Any]:
-    """The recorded ``run_info`` ({} where there is no readable result)."""
-    try:
-        return dict(json.loads(result.read_text())["run_info"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
-def status_of(result: Path) -> str | None:
-    """The recorded status, or None where there is no readable result."""
-    return run_info(result).get("status")
-
-
-def is_done(result: Path, expected_hash: str | None) -> bool:
-    """A success of the config this sweep would run now (a record without a hash: its status alone)."""
-    info = run_info(result)
-    recorded, changed = info.get("config_hash"), False
-    if info.get("status") == "success" and recorded and expected_hash and recorded != expected_hash:
-        log.warning("%s succeeded with another config (hash %s, now %s): it runs again", result.parent,
-                    recorded, expected_hash)
-        changed = True
-    return info.get("status") == "success" and not changed
-
-
-@contextlib.contextmanager
-def _hydra_ready() -> Iterator[None]:
-    """Hydra's compose API, inside the app (already initialised) or outside it (tests)."""
-    if GlobalHydra.instance().is_initialized():
-        yield
-    else:
-        with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            yield
-
-
-def check_grid(cfg: DictConfig,
-               cells: Sequence[Cell]) -> tuple[set[tuple[str, str]], dict[tuple[str, ...], str]]:
-    """Compose every distinct cell before any runs (a typo fails in seconds).
-
-    Returns the (model, task) pairs whose model is a tiny one (they need a base) and the config hash
-    each (model, task, method) will record, which resume compares with the recorded one.
-    """
-    tiny, hashes = set(), {}
-    with _hydra_ready():
-        for model, task, method in sorted({(c.model, c.task, c.method) for c in cells}):
-            cell = Cell(model, task, method, 0)
-            overrides = [o for o in run_overrides(cfg, cell, cell.out_dir(Path(cfg.sweep_dir)))
-                         if not o.lstrip("+~").startswith("hydra")]
-            try:
-                run_cfg = hydra.compose(config_name="config", overrides=overrides)
-                resolved = OmegaConf.to_container(run_cfg, resolve=True)
-            except Exception as err:  # noqa: BLE001  (Hydra raises several types; all mean "fix the grid")
-                raise SweepError(f"method={method} model={model} task={task} does not compose: {err}") from err
-            hashes[(model, task, method)] = results.config_hash(resolved)
-            if run_cfg.model.source == "tiny":
-                tiny.add((model, task))
-    return tiny, hashes
 
 
 def run_logged(cmd: list[str], log_path: Path) -> int:

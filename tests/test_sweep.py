@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from bench import results, sweep
+from bench import grid as sweep_grid, results, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,23 +73,24 @@ def sweep_cfg(tmp_path: Path, fake: Path, *overrides: str) -> DictConfig:
 
 def status(tmp_path: Path, method: str, seed: int = 0) -> str | None:
     """The recorded status of one cell of the default model and task."""
-    return sweep.status_of(tmp_path / "sweep" / "tiny_llama" / "triples_synth" / method / f"seed{seed}" / "result.json")
+    cell = tmp_path / "sweep" / "tiny_llama" / "triples_synth" / method / f"seed{seed}"
+    return sweep_grid.status_of(cell / "result.json")
 
 
 def test_grid_order_and_cell_overrides(tmp_path: Path, fake: Path) -> None:
     cfg = sweep_cfg(tmp_path, fake, "methods=[lora,full]", "seeds=[0,1]", "extra=['train.steps=5']",
                     "cell_overrides=['eval.max_records=8']", "method_overrides={lora:['method.lr=0.01']}")
-    cells = sweep.grid(cfg)
+    cells = sweep_grid.grid(cfg)
     assert [(c.method, c.seed) for c in cells] == [("lora", 0), ("full", 0), ("lora", 1), ("full", 1)]
     out = cells[0].out_dir(Path("S"))
     assert out == Path("S/tiny_llama/triples_synth/lora/seed0")
-    assert sweep.run_overrides(cfg, cells[0], out)[-3:] == ["eval.max_records=8", "train.steps=5", "method.lr=0.01"]
-    assert "method.lr=0.01" not in sweep.run_overrides(cfg, cells[1], out)
+    assert sweep_grid.run_overrides(cfg, cells[0], out)[-3:] == ["eval.max_records=8", "train.steps=5", "method.lr=0.01"]
+    assert "method.lr=0.01" not in sweep_grid.run_overrides(cfg, cells[1], out)
     one = sweep_cfg(tmp_path, fake, "methods=lora", "seeds=3")          # what a multirun job gets
-    assert [(c.method, c.seed) for c in sweep.grid(one)] == [("lora", 3)]
+    assert [(c.method, c.seed) for c in sweep_grid.grid(one)] == [("lora", 3)]
     assert sweep_cfg(tmp_path, fake, "sweep=smoke").methods == ["lora", "full"]
     for preset in sorted((ROOT / "conf" / "sweep").glob("*.yaml")):     # every shipped preset composes
-        assert sweep.grid(sweep_cfg(tmp_path, fake, f"sweep={preset.stem}"))
+        assert sweep_grid.grid(sweep_cfg(tmp_path, fake, f"sweep={preset.stem}"))
 
 
 def test_slurm_launcher_config_composes(tmp_path: Path, fake: Path) -> None:
@@ -114,9 +115,9 @@ def test_an_unknown_method_stops_the_sweep_before_any_cell(tmp_path: Path, fake:
 
 def test_resume_skips_successful_cells_and_reruns_the_rest(tmp_path: Path, fake: Path) -> None:
     cfg = sweep_cfg(tmp_path, fake, "methods=[lora,full,adalora,vblora,freeze]")
-    cells = sweep.grid(cfg)
+    cells = sweep_grid.grid(cfg)
     cell_dirs = {c.method: c.out_dir(Path(cfg.sweep_dir)) for c in cells}
-    _, hashes = sweep.check_grid(cfg, cells)
+    _, hashes = sweep_grid.check_grid(cfg, cells)
     lora_hash = hashes[("tiny_llama", "triples_synth", "lora")]
     states = {"lora": ("success", lora_hash), "full": ("failed", None), "adalora": ("running", None),
               "vblora": ("success", "another-config")}
