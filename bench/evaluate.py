@@ -10,21 +10,39 @@ import torch
 from tqdm import tqdm
 
 from bench import data
+from bench.train import sum_over_ranks
 import tasks
 
 
+def gather_shards(items: list[Any], *, world: int) -> list[Any]:
+    """Every rank's ``items`` (rank r holds positions r, r + world, …) back in order, on every rank."""
+    if world == 1:
+        return items
+    import torch.distributed as dist
+
+    shards: list[Any] = [None] * world
+    dist.all_gather_object(shards, items)
+    whole: list[Any] = [None] * sum(len(shard) for shard in shards)
+    for rank, shard in enumerate(shards):
+        whole[rank::world] = shard
+    return whole
+
+
 @torch.no_grad()
-def eval_loss(model: Any, examples: list[dict[str, list[int]]], *, batch_size: int, pad_id: int) -> float:
-    """Token-weighted mean loss on the answer tokens of the eval split."""
+def eval_loss(model: Any, examples: list[dict[str, list[int]]], *, batch_size: int, pad_id: int,
+              rank: int = 0, world: int = 1) -> float:
+    """Token-weighted mean loss on the answer tokens of the eval split (each rank takes every world-th)."""
     model.eval()
     device = next(model.parameters()).device
     total = count = 0.0
-    for s in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in data.collate(examples[s:s + batch_size], pad_id).items()}
+    shard = examples[rank::world]
+    for s in range(0, len(shard), batch_size):
+        batch = {k: v.to(device) for k, v in data.collate(shard[s:s + batch_size], pad_id).items()}
         n = int((batch["labels"][:, 1:] != data.IGNORE).sum())
         total += float(model(**batch).loss) * n
         count += n
-    return total / count
+    sums = sum_over_ranks(torch.tensor([total, count], dtype=torch.float64, device=device))
+    return float(sums[0] / sums[1])
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str], max_prompt_tokens: int | None) -> list[list[int]]:
@@ -66,16 +84,23 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int,
     return answers, latency, generated
 
 
-def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg: Any, *,
-             batch_size: int, max_new_tokens: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Scores and timings for the eval split, and one prediction row per record."""
+def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg: Any, *, batch_size: int,
+             max_new_tokens: int, rank: int = 0, world: int = 1) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Scores and timings for the eval split, and one prediction row per record.
+
+    With ``world`` ranks each generates every world-th record and every rank gets all answers back:
+    tokens/s is the ranks' tokens over the slowest rank's wall time.
+    """
     task = tasks.module(task_cfg)
-    prompts = [task.prompt(r, task_cfg) for r in records]
+    prompts = [task.prompt(r, task_cfg) for r in records[rank::world]]
     start = time.perf_counter()
     answers, latency, n_tokens = generate(model, tokenizer, prompts, batch_size=batch_size,
                                           max_new_tokens=max_new_tokens,
-                                          max_prompt_tokens=int(task_cfg.max_length) - max_new_tokens)
+                                          max_prompt_tokens=int(task_cfg.max_length) - max_new_tokens,
+                                          desc=f"generate (rank {rank} of {world})" if world > 1 else "generate")
     wall = time.perf_counter() - start
+    answers, latency = gather_shards(answers, world=world), gather_shards(latency, world=world)
+    n_tokens, wall = sum(gather_shards([n_tokens], world=world)), max(gather_shards([wall], world=world))
     metrics = task.score(answers, [r["output"] for r in records])
     ms = np.array(latency) * 1000
     metrics.update({"latency_ms_mean": float(ms.mean()), "latency_ms_p50": float(np.percentile(ms, 50)),

@@ -98,16 +98,16 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     log.info("memory: %.3f GiB measured above the start; estimate: %s", check["measured_bytes"] / 2**30,
              f"{check['total_bytes'] / 2**30:.3f} GiB" if "total_bytes" in check else check["error"])
     phases["train_end"] = time.time()
-    if rank != 0:   # ZeRO-1 keeps every weight on every rank: rank 0 saves and evaluates
-        return {"phases": phases}
-    trained = engine.module
-    sizes = _call(cfg.method.saver, trained, out, cfg.method)
-    summary = _call(cfg.method.hooks.summary, trained)
+    trained = engine.module   # ZeRO-1 keeps every weight on every rank: each evaluates a shard
     eval_examples = data.encode(eval_records, tokenizer, cfg.task)
     eval_loss = evaluate.eval_loss(trained, eval_examples, batch_size=int(cfg.eval.batch_size),
-                                   pad_id=tokenizer.pad_token_id)
+                                   pad_id=tokenizer.pad_token_id, rank=rank, world=world)
     metrics, rows = evaluate.evaluate(trained, tokenizer, eval_records, cfg.task, batch_size=int(cfg.eval.batch_size),
-                                      max_new_tokens=int(cfg.eval.max_new_tokens))
+                                      max_new_tokens=int(cfg.eval.max_new_tokens), rank=rank, world=world)
+    if rank != 0:   # rank 0 alone saves, times inference and writes
+        return {"phases": phases}
+    sizes = _call(cfg.method.saver, trained, out, cfg.method)
+    summary = _call(cfg.method.hooks.summary, trained)
     results.write_jsonl(out / "predictions.jsonl", rows)
     metrics.update(evaluate.inference_latency(trained, tokenizer, eval_records, cfg.task, cfg.eval.latency,
                                               merge=bool(cfg.method.mergeable)))

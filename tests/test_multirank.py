@@ -1,4 +1,4 @@
-"""Data-parallel ranks: disjoint batches, one result written by rank 0, token counts summed over ranks."""
+"""Data-parallel ranks: disjoint batches, sharded evaluation, one result written by rank 0, counts summed over ranks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import tasks
 from bench import base, data, free_port
 from tests.conftest import ROOT, TINY, child_env, compose_cfg
 
@@ -44,3 +45,11 @@ def test_two_ranks_train_and_rank_zero_writes(cache_dir, tmp_path):
     # Each rank trained 4 steps of 32 records on its own batches: the sum covers 8 batches of the data.
     assert train["train_tokens"] > 8 * 32 * 20 and len(train["loss_curve"]) == 4
     assert not (tmp_path / "1" / "result.json").exists()
+    # Evaluation was sharded: each rank generated half, and rank 0 wrote every record's answer in order.
+    for rank, log in enumerate(logs):
+        assert f"generate (rank {rank} of 2)" in log
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    cfg = compose_cfg(*common)
+    records = tasks.module(cfg.task).load_split(cfg.task, "eval")[: cfg.eval.max_records]
+    assert result["eval_info"]["n"] == len(rows) == len(records) == 8
+    assert [r["input"] for r in rows] == [r["input"] for r in records]
