@@ -14,17 +14,22 @@ from bench.train import sum_over_ranks
 import tasks
 
 
-def gather_shards(items: list[Any], *, world: int) -> list[Any]:
-    """Every rank's ``items`` (rank r holds positions r, r + world, …) back in order, on every rank."""
+def from_every_rank(value: Any, *, world: int) -> list[Any]:
+    """``value`` of every data-parallel rank, in rank order (``[value]`` in a single process)."""
     if world == 1:
-        return items
+        return [value]
     import torch.distributed as dist
 
-    shards: list[Any] = [None] * world
-    dist.all_gather_object(shards, items)
+    values: list[Any] = [None] * world
+    dist.all_gather_object(values, value)
+    return values
+
+
+def interleave(shards: list[list[Any]]) -> list[Any]:
+    """Per-rank shards (rank r holds positions r, r + world, …) back in their original order."""
     whole: list[Any] = [None] * sum(len(shard) for shard in shards)
     for rank, shard in enumerate(shards):
-        whole[rank::world] = shard
+        whole[rank::len(shards)] = shard
     return whole
 
 
@@ -99,8 +104,9 @@ def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg
                                           max_prompt_tokens=int(task_cfg.max_length) - max_new_tokens,
                                           desc=f"generate (rank {rank} of {world})" if world > 1 else "generate")
     wall = time.perf_counter() - start
-    answers, latency = gather_shards(answers, world=world), gather_shards(latency, world=world)
-    n_tokens, wall = sum(gather_shards([n_tokens], world=world)), max(gather_shards([wall], world=world))
+    shards = from_every_rank((answers, latency, n_tokens, wall), world=world)   # one collective for all four
+    answers, latency = interleave([s[0] for s in shards]), interleave([s[1] for s in shards])
+    n_tokens, wall = sum(s[2] for s in shards), max(s[3] for s in shards)
     metrics = task.score(answers, [r["output"] for r in records])
     ms = np.array(latency) * 1000
     metrics.update({"latency_ms_mean": float(ms.mean()), "latency_ms_p50": float(np.percentile(ms, 50)),

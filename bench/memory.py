@@ -137,12 +137,12 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
     fine-tuning of a large model is the step.
     """
     width = DTYPES[precision].itemsize
-    total = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     shards = world_size if int((ds_config.get("zero_optimization") or {}).get("stage", 0)) >= 1 else 1
     activations = saved_activation_bytes(model, batch=batch, length=length)
     parts = {
-        "weights": total * width,
+        "weights": n_params * width,
         "gradients": _bucket(ds_config, trainable) * width,
         "master_weights": 4 * trainable // shards,
         "optimizer_states": 8 * trainable // shards,
@@ -183,11 +183,10 @@ def model_config(cfg: Any) -> tuple[Any, int]:
     from transformers import AutoConfig
 
     if cfg.model.source == "tiny":
-        from bench import base
+        from bench import base, modeling
 
-        arch = dict(cfg.model.arch)
-        vocab = max(len(base.tokenizer_and_key(cfg)[0]), int(arch.pop("vocab_size", 0) or 0))
-        return AutoConfig.for_model(arch.pop("model_type"), vocab_size=vocab, **arch), vocab
+        config = modeling.tiny_config(cfg.model, len(base.tokenizer_and_key(cfg)[0]))
+        return config, int(config.vocab_size)
     remote = bool(cfg.model.trust_remote_code)
     try:   # a config.json already on disk (hub cache or folder): never a download for an estimate
         config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=remote, local_files_only=True)

@@ -24,16 +24,21 @@ def special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
     return {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos")}
 
 
-def build_tiny(model_cfg: Any, vocab_size: int, seed: int, special: dict[str, int | None] | None = None
-               ) -> PreTrainedModel:
-    """A randomly initialised model of the YAML's architecture (``arch``); ``special``: its tokenizer's ids.
+def tiny_config(model_cfg: Any, vocab_size: int, special: dict[str, int | None] | None = None) -> Any:
+    """The transformers config of the YAML's architecture (``arch``); ``special``: its tokenizer's ids.
 
     ``vocab_size`` is the tokenizer's size; an ``arch.vocab_size`` is a floor on the embedding rows, so a tiny
     stand-in can carry a real model's vocabulary size (tiny_codellama: 32016) with a character tokenizer.
     """
     arch = dict(model_cfg.arch)
     rows = max(vocab_size, int(arch.pop("vocab_size", None) or 0))
-    config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=rows, **(special or {}), **arch)
+    return AutoConfig.for_model(arch.pop("model_type"), vocab_size=rows, **(special or {}), **arch)
+
+
+def build_tiny(model_cfg: Any, vocab_size: int, seed: int, special: dict[str, int | None] | None = None
+               ) -> PreTrainedModel:
+    """A randomly initialised model of ``tiny_config``."""
+    config = tiny_config(model_cfg, vocab_size, special)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, attn_implementation=model_cfg.attn_implementation,
                                             dtype=dtype_of(model_cfg))

@@ -1,7 +1,8 @@
 """The tiny stand-ins of the other architectures: tiny_codellama's vocabulary, and every method on both models.
 
 The matrix (nine methods × tiny_codellama, tiny_glm) runs as one sweep, ``conf/sweep/models.yaml``: each cell
-is its own process through the real ``deepspeed`` launcher, as in a benchmark. It is marked ``slow``.
+is its own process through the real ``deepspeed`` launcher, as in a benchmark. It is marked ``slow`` and
+``matrix``: `make test` leaves it out, `make test-models` runs it.
 """
 
 from __future__ import annotations
