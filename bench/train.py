@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,16 +18,35 @@ from bench import free_port
 
 log = logging.getLogger(__name__)
 
+SHM_DIR = Path("/dev/shm")
+
+
+def shm_buffer() -> Path:
+    """Where DeepSpeed's CPU accelerator maps this rank's all-reduce buffer (~66 MB; ops/csrc/cpu/comm/shm.cpp
+    names it after the user, the rendezvous and the rank; it does so under the launcher, which sets LOCAL_SIZE)."""
+    env = os.environ
+    return SHM_DIR / (f"deepspeed_allreduce_buffer_{os.getuid()}_{env['MASTER_ADDR']}_{env['MASTER_PORT']}_"
+                      f"{env['RANK']}")
+
 
 def ensure_distributed() -> None:
-    """Single-process defaults so a run also works in-process (tests) without the launcher."""
+    """Single-process defaults so a run also works in-process (tests) without the launcher.
+
+    DeepSpeed never unlinks its CPU all-reduce buffer, and every sweep cell rendezvous on a port of its own:
+    each run would leave ~66 MB of RAM in /dev/shm (measured: 310 files, 20 GB, after two days of runs).
+    The process removes its own buffer when it exits.
+    """
     if "MASTER_PORT" not in os.environ:
         os.environ["MASTER_PORT"] = str(free_port())
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(key, value)
     import deepspeed
+    import torch.distributed as dist
 
+    fresh = not dist.is_initialized()
     deepspeed.init_distributed(verbose=False)
+    if fresh:
+        atexit.register(shm_buffer().unlink, missing_ok=True)   # peers have long opened it by then
 
 
 def precision(ds_cfg: Any) -> str:

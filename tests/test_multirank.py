@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,17 @@ def test_two_ranks_train_and_rank_zero_writes(cache_dir, tmp_path):
     records = tasks.module(cfg.task).load_split(cfg.task, "eval")[: cfg.eval.max_records]
     assert result["eval_info"]["n"] == len(rows) == len(records) == 8
     assert [r["input"] for r in rows] == [r["input"] for r in records]
+
+
+@pytest.mark.slow
+def test_a_process_removes_deepspeeds_cpu_allreduce_buffer_when_it_exits():
+    # The launcher sets LOCAL_SIZE; with it DeepSpeed's CPU accelerator maps ~66 MB in /dev/shm per process.
+    env = {**child_env(), "LOCAL_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    code = "from bench import train; train.ensure_distributed(); print(train.shm_buffer(), train.shm_buffer().exists())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    path, existed = done.stdout.splitlines()[-1].split()
+    if existed != "True":
+        pytest.skip("this DeepSpeed accelerator keeps no shared-memory all-reduce buffer")
+    assert not Path(path).exists(), f"{path} outlived its process"
