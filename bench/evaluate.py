@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,8 +11,10 @@ import torch
 from tqdm import tqdm
 
 from bench import data
-from bench.train import sum_over_ranks
+from bench.train import sum_over_ranks, token_cross_entropy
 import tasks
+
+Generate = Callable[..., torch.Tensor]   # fn(model, input_ids, attention_mask, **generate kwargs) -> new ids
 
 
 def from_every_rank(value: Any, *, world: int) -> list[Any]:
@@ -36,16 +39,20 @@ def interleave(shards: list[list[Any]]) -> list[Any]:
 @torch.no_grad()
 def eval_loss(model: Any, examples: list[dict[str, list[int]]], *, batch_size: int, pad_id: int,
               rank: int = 0, world: int = 1) -> float:
-    """Token-weighted mean loss on the answer tokens of the eval split (each rank takes every world-th)."""
+    """Token-weighted cross-entropy on the answer tokens of the eval split (each rank takes every world-th).
+
+    The model gets no labels: its own loss may add a method's regularizer (AdaLoRA's), which is not the task's.
+    """
     model.eval()
     device = next(model.parameters()).device
     total = count = 0.0
     shard = examples[rank::world]
     for s in range(0, len(shard), batch_size):
         batch = {k: v.to(device) for k, v in data.collate(shard[s:s + batch_size], pad_id).items()}
-        n = int((batch["labels"][:, 1:] != data.IGNORE).sum())
-        total += float(model(**batch).loss) * n
-        count += n
+        labels = batch.pop("labels")
+        ce, n = token_cross_entropy(model(**batch).logits, labels)
+        total += float(ce)
+        count += int(n)
     sums = sum_over_ranks(torch.tensor([total, count], dtype=torch.float64, device=device))
     return float(sums[0] / sums[1])
 
@@ -56,14 +63,23 @@ def encode_prompts(tokenizer: Any, prompts: list[str], max_prompt_tokens: int | 
     return [data.fit_prompt(ids, max_prompt_tokens) for ids in encoded] if max_prompt_tokens else encoded
 
 
+def model_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """``model.generate`` on a left-padded batch; the new token ids only."""
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    return out[:, input_ids.shape[1]:]
+
+
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int, max_new_tokens: int,
-             max_prompt_tokens: int | None = None, desc: str = "generate") -> tuple[list[str], list[float], int]:
+             max_prompt_tokens: int | None = None, desc: str = "generate",
+             generate_fn: Generate | None = None) -> tuple[list[str], list[float], int]:
     """Greedy answers in the order of ``prompts``; batches hold prompts of similar length (left padded).
 
-    Prompts are encoded and cut as in training (``bench.data``). Returns the answers, each record's
-    latency (its batch's wall time shared equally) and the number of generated tokens.
+    Prompts are encoded and cut as in training (``bench.data``). ``generate_fn``: the method's own batched
+    generation (its YAML's ``hooks.generate``), ``model.generate`` by default. Returns the answers, each
+    record's latency (its batch's wall time shared equally) and the number of generated tokens.
     """
+    generate_fn = generate_fn or model_generate
     model.eval()
     device = next(model.parameters()).device
     encoded = encode_prompts(tokenizer, prompts, max_prompt_tokens)
@@ -75,10 +91,9 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int,
         idx = order[s:s + batch_size]
         enc = {k: v.to(device) for k, v in data.left_pad([encoded[i] for i in idx], tokenizer.pad_token_id).items()}
         start = time.perf_counter()
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        new = generate_fn(model, **enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                          use_cache=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         elapsed = time.perf_counter() - start
-        new = out[:, enc["input_ids"].shape[1]:]
         for row, i in enumerate(idx):
             ids = new[row]
             stop = (ids == tokenizer.eos_token_id).nonzero()
@@ -90,7 +105,8 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int,
 
 
 def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg: Any, *, batch_size: int,
-             max_new_tokens: int, rank: int = 0, world: int = 1) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             max_new_tokens: int, rank: int = 0, world: int = 1,
+             generate_fn: Generate | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Scores and timings for the eval split, and one prediction row per record.
 
     With ``world`` ranks each generates every world-th record and every rank gets all answers back:
@@ -102,7 +118,8 @@ def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg
     answers, latency, n_tokens = generate(model, tokenizer, prompts, batch_size=batch_size,
                                           max_new_tokens=max_new_tokens,
                                           max_prompt_tokens=int(task_cfg.max_length) - max_new_tokens,
-                                          desc=f"generate (rank {rank} of {world})" if world > 1 else "generate")
+                                          desc=f"generate (rank {rank} of {world})" if world > 1 else "generate",
+                                          generate_fn=generate_fn)
     wall = time.perf_counter() - start
     shards = from_every_rank((answers, latency, n_tokens, wall), world=world)   # one collective for all four
     answers, latency = interleave([s[0] for s in shards]), interleave([s[1] for s in shards])
@@ -125,11 +142,13 @@ def _sync() -> None:
 
 @torch.no_grad()
 def fixed_length_ms(model: Any, tokenizer: Any, prompts: list[str], *, new_tokens: int, batch_size: int,
-                    repeats: int, max_prompt_tokens: int | None = None) -> tuple[float, list[torch.Tensor]]:
+                    repeats: int, max_prompt_tokens: int | None = None,
+                    generate_fn: Generate | None = None) -> tuple[float, list[torch.Tensor]]:
     """Milliseconds per record to generate exactly ``new_tokens`` greedy tokens for every prompt (eos does not
     stop it, so every variant of a model does the same work), median of ``repeats`` after one warm-up pass;
     and the generated ids of each batch."""
     model.eval()
+    generate_fn = generate_fn or model_generate
     device = next(model.parameters()).device
     encoded = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     batches = [{k: v.to(device) for k, v in data.left_pad(encoded[s:s + batch_size], tokenizer.pad_token_id).items()}
@@ -138,16 +157,15 @@ def fixed_length_ms(model: Any, tokenizer: Any, prompts: list[str], *, new_token
     for _ in range(repeats + 1):
         _sync()
         start = time.perf_counter()
-        outputs = [model.generate(**enc, min_new_tokens=new_tokens, max_new_tokens=new_tokens, do_sample=False,
-                                  num_beams=1, use_cache=True, pad_token_id=tokenizer.pad_token_id)
-                   [:, enc["input_ids"].shape[1]:] for enc in batches]
+        outputs = [generate_fn(model, **enc, min_new_tokens=new_tokens, max_new_tokens=new_tokens, do_sample=False,
+                               num_beams=1, use_cache=True, pad_token_id=tokenizer.pad_token_id) for enc in batches]
         _sync()
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times[1:])) / len(prompts), [o.cpu() for o in outputs]
 
 
 def inference_latency(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg: Any, latency_cfg: Any,
-                      *, merge: bool) -> dict[str, Any]:
+                      *, merge: bool, generate_fn: Generate | None = None) -> dict[str, Any]:
     """Latency of the trained model as it is (adapter unmerged), of the base (adapter disabled, where the
     model can disable it) and, for ``merge`` (the method YAML's ``mergeable``), with the adapter merged into
     the weights by ``merge_and_unload`` — which changes ``model`` for good, so this runs last.
@@ -158,13 +176,14 @@ def inference_latency(model: Any, tokenizer: Any, records: list[dict[str, str]],
     prompts = [task.prompt(r, task_cfg) for r in records[: int(latency_cfg.records)]]
     n, batch = int(latency_cfg.new_tokens), int(latency_cfg.batch_size)
 
-    def measure(variant: Any) -> tuple[float, list[torch.Tensor]]:
+    def measure(variant: Any, how: Generate | None = None) -> tuple[float, list[torch.Tensor]]:
         return fixed_length_ms(variant, tokenizer, prompts, new_tokens=n, batch_size=batch,
-                               repeats=int(latency_cfg.repeats), max_prompt_tokens=int(task_cfg.max_length) - n)
+                               repeats=int(latency_cfg.repeats), max_prompt_tokens=int(task_cfg.max_length) - n,
+                               generate_fn=how)
 
     out: dict[str, Any] = {"latency_records": len(prompts), "latency_new_tokens": n, "latency_batch_size": batch,
                            "infer_ms_base": None, "infer_ms_merged": None, "merged_agreement": None}
-    out["infer_ms_adapter"], tokens = measure(model)
+    out["infer_ms_adapter"], tokens = measure(model, generate_fn)
     if hasattr(model, "disable_adapter"):
         with model.disable_adapter():
             out["infer_ms_base"], _ = measure(model)

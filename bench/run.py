@@ -33,6 +33,11 @@ def _call(dotted: str | None, *args: Any) -> Any:
     return hydra.utils.get_method(dotted)(*args) if dotted else None
 
 
+def _method_fn(dotted: str | None) -> Any:
+    """The function a method YAML names by dotted path (None where it names none)."""
+    return hydra.utils.get_method(dotted) if dotted else None
+
+
 def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """The work of a run, after validation; returns the result sections."""
     import torch
@@ -88,9 +93,9 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     at_start = measure.current_memory()
     was_reset = measure.reset_peak()
     phases["train_start"] = time.time()
-    on_step = hydra.utils.get_method(cfg.method.hooks.on_step) if cfg.method.hooks.on_step else None
+    hooks = train.StepHooks(pre=_method_fn(cfg.method.hooks.pre_step), post=_method_fn(cfg.method.hooks.post_step))
     fit = train.fit(engine, stream, steps=int(cfg.train.steps), grad_accum=int(cfg.train.grad_accum),
-                    log_every=int(cfg.train.log_every), on_step=on_step, desc=f"train {cfg.method.name}")
+                    log_every=int(cfg.train.log_every), hooks=hooks, desc=f"train {cfg.method.name}")
     peak = {**measure.peak_memory(was_reset=was_reset), "cpu_rss_tracks_tensors": exact}
     check = measure.estimate_check(estimate, peak["peak_mem_bytes"], mem_baseline, at_start)
     peak.update(mem_estimate=check, mem_estimate_bytes=check.get("total_bytes"),
@@ -102,15 +107,17 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     eval_examples = data.encode(eval_records, tokenizer, cfg.task)
     eval_loss = evaluate.eval_loss(trained, eval_examples, batch_size=int(cfg.eval.batch_size),
                                    pad_id=tokenizer.pad_token_id, rank=rank, world=world)
+    generate_fn = _method_fn(cfg.method.hooks.generate)
     metrics, rows = evaluate.evaluate(trained, tokenizer, eval_records, cfg.task, batch_size=int(cfg.eval.batch_size),
-                                      max_new_tokens=int(cfg.eval.max_new_tokens), rank=rank, world=world)
+                                      max_new_tokens=int(cfg.eval.max_new_tokens), rank=rank, world=world,
+                                      generate_fn=generate_fn)
     if rank != 0:   # rank 0 alone saves, times inference and writes
         return {"phases": phases}
     sizes = _call(cfg.method.saver, trained, out, cfg.method)
-    summary = _call(cfg.method.hooks.summary, trained)
+    summary = _call(cfg.method.hooks.summary, trained, hooks.state)
     results.write_jsonl(out / "predictions.jsonl", rows)
     metrics.update(evaluate.inference_latency(trained, tokenizer, eval_records, cfg.task, cfg.eval.latency,
-                                              merge=bool(cfg.method.mergeable)))
+                                              merge=bool(cfg.method.mergeable), generate_fn=generate_fn))
     phases["eval_end"] = time.time()
     train_info = {**fit, "eval_loss": eval_loss, **peak, **params, "adapter_bytes": sizes.pop("adapter"),
                   "adapter_bytes_variants": sizes, "precision": prec,

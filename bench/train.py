@@ -8,6 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from bench import free_port
+from bench.data import IGNORE
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,27 @@ def engine_for(model: torch.nn.Module, groups: list[dict], config: dict[str, Any
     return engine
 
 
+@dataclass
+class StepHooks:
+    """A method's per-step hooks (``fn(engine, step, state)``, named in its YAML) and the scratch ``state`` they
+    share: ``pre_step`` sees this step's gradients before the optimizer uses them, ``post_step`` the updated
+    weights (e.g. AdaLoRA scores importance from the gradients and masks after the step, as PEFT's loop does)."""
+
+    pre: Callable[[Any, int, dict], None] | None = None
+    post: Callable[[Any, int, dict], None] | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def pre_step(self, engine: Any, step: int) -> None:
+        """After backward, before ``engine.step()``: gradients are this step's (loss-scaled under fp16)."""
+        if self.pre is not None:
+            self.pre(engine, step, self.state)
+
+    def post_step(self, engine: Any, step: int) -> None:
+        """After ``engine.step()``: the optimizer has updated the weights and zeroed the gradients."""
+        if self.post is not None:
+            self.post(engine, step, self.state)
+
+
 def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     """``values`` summed over the data-parallel ranks (itself in a single process)."""
     import torch.distributed as dist
@@ -151,41 +174,81 @@ def warm_up() -> None:
                train_cfg=type("Warm", (), {"warmup_ratio": 0.0, "schedule": "constant"}))
 
 
-def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, grad_accum: int, log_every: int,
-        on_step: Callable[[Any, int], None] | None = None, desc: str = "train") -> dict[str, Any]:
-    """Run ``steps`` optimizer steps; the loss is read back from the device every ``log_every`` steps only.
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy over the answer tokens, and their count: the task's loss for every method.
 
-    With several ranks, the loss curve is the mean over ranks and the token count their sum.
+    Prompt-learning methods put virtual positions before the text, so only the last ``labels.shape[1]``
+    logits are the text's. Rows are upcast to fp32 one at a time (a real vocabulary's logits are large).
+    """
+    logits = logits[:, -labels.shape[1]:-1]
+    target = labels[:, 1:]
+    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    for row in range(logits.shape[0]):
+        total += torch.nn.functional.cross_entropy(logits[row].float(), target[row], ignore_index=IGNORE,
+                                                   reduction="sum")
+    return total, (target != IGNORE).sum()
+
+
+def final_window(steps: int) -> int:
+    """How many last steps ``final_loss`` averages over: a tenth of the run, at least one."""
+    return max(1, math.ceil(steps / 10))
+
+
+def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, grad_accum: int, log_every: int,
+        hooks: StepHooks | None = None, desc: str = "train") -> dict[str, Any]:
+    """Run ``steps`` optimizer steps; the losses are read back from the device every ``log_every`` steps only.
+
+    ``loss_curve`` is the task's token cross-entropy per optimizer step (token-weighted over micro-batches and
+    ranks) for every method; ``objective_curve`` is what the optimizer minimised (the cross-entropy plus any
+    term the method adds, e.g. AdaLoRA's orthogonality regularizer). ``final_loss`` is the token-weighted
+    cross-entropy of the last ``final_loss_steps`` steps.
     """
     engine.train()
-    curve: list[float] = []
-    pending: list[torch.Tensor] = []
+    hooks = hooks or StepHooks()
+    sums: list[torch.Tensor] = []   # per step: [ce sum, answer tokens, objective sum]
     tokens = 0
     start = time.perf_counter()
-    for step in tqdm(range(steps), desc=desc, mininterval=2.0, disable=int(os.environ.get("RANK", 0)) != 0):
-        micro_losses = []
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    progress = tqdm(total=steps, desc=desc, mininterval=2.0) if rank0 else None
+    for step in range(steps):
+        step_sums = torch.zeros(3, dtype=torch.float64, device=engine.device)
         for _ in range(grad_accum):
             batch = next(stream)
-            tokens += int(batch["attention_mask"].sum())
-            loss = engine(**{k: v.to(engine.device) for k, v in batch.items()}).loss
-            engine.backward(loss)
-            if on_step is not None and engine.is_gradient_accumulation_boundary():
-                on_step(engine.module, step)
+            tokens += int(batch["attention_mask"].sum())   # on the host: no device sync
+            batch = {k: v.to(engine.device) for k, v in batch.items()}
+            out = engine(**batch)
+            with torch.no_grad():
+                ce, n = token_cross_entropy(out.logits.detach(), batch["labels"])
+                step_sums += torch.stack([ce.double(), n.double(), out.loss.detach().double() * n])
+            engine.backward(out.loss)
+            boundary = engine.is_gradient_accumulation_boundary()
+            if boundary:
+                hooks.pre_step(engine, step)
             engine.step()
-            micro_losses.append(loss.detach())
-        pending.append(torch.stack(micro_losses).mean())
-        if len(pending) >= log_every or step == steps - 1:
-            curve.extend(mean_over_ranks(torch.stack(pending).float()).cpu().tolist())
-            pending = []
+            if boundary:
+                hooks.post_step(engine, step)
+        sums.append(step_sums)
+        if progress is not None:
+            progress.update()
+        if (step + 1) % log_every == 0 and progress is not None:   # one device read per log_every steps
+            recent = torch.stack(sums[-log_every:]).sum(dim=0)
+            progress.set_postfix(loss=f"{float(recent[0] / recent[1]):.4f}", refresh=False)
+    if progress is not None:
+        progress.close()
+    totals = sum_over_ranks(torch.stack(sums)).cpu()
     elapsed = time.perf_counter() - start
     tokens = int(sum_over_ranks(torch.tensor(tokens, dtype=torch.long, device=engine.device)))
+    window = final_window(steps)
+    last = totals[-window:].sum(dim=0)
     overflow = int(getattr(engine, "skipped_steps", 0))
     scale = loss_scale(engine)
     if overflow:
         log.warning("fp16 loss scaling: %d of %d optimizer steps skipped on overflow; final loss scale %s",
                     overflow, steps, scale)
     return {"steps": steps, "train_tokens": tokens, "train_time_s": elapsed, "tokens_per_s": tokens / elapsed,
-            "loss_curve": curve, "final_loss": curve[-1], "skipped_steps": overflow, "loss_scale_final": scale}
+            "loss_curve": (totals[:, 0] / totals[:, 1]).tolist(), "objective_curve": (totals[:, 2] / totals[:, 1]).tolist(),
+            "final_loss": float(last[0] / last[1]), "final_loss_steps": window, "skipped_steps": overflow,
+            "loss_scale_final": scale}
 
 
 def loss_scale(engine: Any) -> float | None:

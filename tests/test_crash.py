@@ -1,7 +1,7 @@
 """Crashes and kills lose nothing: a crash is recorded as failed, a kill leaves no success, a rerun finishes.
 
 The runs here are real (``bench.run`` training a random tiny LLaMA saved as a ``local`` model, so no
-cached base is needed); the crash is injected through the config, as an ``on_step`` hook that runs
+cached base is needed); the crash is injected through the config, as a ``pre_step`` hook that runs
 out of memory.
 """
 
@@ -23,12 +23,12 @@ from bench.run import execute
 from tests.conftest import ROOT, child_env, compose_cfg
 from tests.test_bad_inputs import save_random_tiny
 
-EXPLODE = "method.hooks.on_step=tests.test_crash.explode"
+EXPLODE = "method.hooks.pre_step=tests.test_crash.explode"
 SMALL = ["train.steps=3", "train.micro_batch_size=4", "eval.max_records=4", "task.max_new_tokens=8"]
 
 
-def explode(model: Any, step: int) -> None:
-    """An ``on_step`` hook that runs out of memory at the second step, as a too-large batch does on a GPU."""
+def explode(engine: Any, step: int, state: dict) -> None:
+    """A ``pre_step`` hook that runs out of memory at the second step, as a too-large batch does on a GPU."""
     if step >= 1:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected by tests)")
 
