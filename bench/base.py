@@ -26,7 +26,8 @@ from bench import chartok, data, evaluate, modeling, results, train, validate
 import tasks
 
 log = logging.getLogger(__name__)
-BASE_FORMAT = 2  # bump when the way a base is built changes, so old caches are never reused silently
+BASE_FORMAT = 3  # bump when the way a base is built changes, so old caches are never reused silently
+BUILD_TRAIN_KEYS = ("schedule", "warmup_ratio", "grad_clip")   # the train.* keys a base build reads
 
 
 def source_task(task_cfg: Any) -> DictConfig:
@@ -39,16 +40,37 @@ def corpus_texts(records: list[dict[str, str]], task_cfg: Any) -> list[str]:
     return [tasks.module(task_cfg).prompt(r, task_cfg) + r["output"] for r in records]
 
 
+def deepspeed_section(cfg: Any) -> DictConfig:
+    """The DeepSpeed settings the base trains under: ``json_file`` merged under ``extra`` as bench.run's validation
+    merges it (``make base`` and the sweep build bases from the unvalidated config), and ``auto`` resolved, which
+    is fp32 on CPU and fp16 on a GPU: a cache shared between machines must not hand one the other's base."""
+    section = OmegaConf.to_container(cfg.deepspeed, resolve=True)
+    extra = {**validate.deepspeed_json(cfg.deepspeed), **(section.get("extra") or {})}
+    prec = train.precision(cfg.deepspeed)
+    return OmegaConf.create({**section, "json_file": None, "extra": extra, "precision": prec})
+
+
 def base_key(cfg: Any, vocab: list[str]) -> str:
-    """Hash of everything that determines the base: architecture, vocabulary, source task, budget, versions."""
+    """Hash of everything ``_train_base`` reads: architecture and load dtype, pre-training budget, the whole source
+    task (data, prompt, lengths), the schedule, the DeepSpeed settings, the batch it is scored at, the vocabulary
+    and the versions of the packages that train it. Not the run's method, steps or seed: bases are shared by those."""
+    ds = deepspeed_section(cfg)
     spec = {
-        "format": BASE_FORMAT, "arch": OmegaConf.to_container(cfg.model.arch), "dtype": cfg.model.dtype,
-        "attn": cfg.model.attn_implementation, "pretrain": OmegaConf.to_container(cfg.model.pretrain),
-        "base_task": OmegaConf.to_container(cfg.task.base_task), "template": cfg.task.prompt_template,
-        "max_length": cfg.task.max_length, "vocab": vocab, "deepspeed": cfg.deepspeed.precision,
-        "versions": {k: v for k, v in results.versions().items() if k in ("torch", "transformers", "deepspeed")},
+        "format": BASE_FORMAT,
+        "model": {k: _plain(cfg.model.get(k)) for k in ("arch", "dtype", "attn_implementation", "pretrain")},
+        "source_task": _plain(source_task(cfg.task)),
+        "train": {k: _plain(cfg.train[k]) for k in BUILD_TRAIN_KEYS},
+        "deepspeed": {k: _plain(ds[k]) for k in ("precision", "zero_stage", "extra")},
+        "eval_batch_size": int(cfg.eval.batch_size), "vocab": vocab,
+        "versions": {k: v for k, v in results.versions().items() if k in ("torch", "transformers", "deepspeed",
+                                                                            "tokenizers")},
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """A config node as plain JSON-able data (interpolations resolved); other values as they are."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str, Any]:
@@ -58,9 +80,9 @@ def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str
     task = tasks.module(src_task)
     examples = data.encode(task.load_split(src_task, "train"), tokenizer, src_task)
     train.ensure_distributed()
-    prec = train.precision(cfg.deepspeed)
-    ds = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(pre.micro_batch_size), grad_accum=1,
-                                grad_clip=float(cfg.train.grad_clip), prec=prec)
+    ds_cfg = deepspeed_section(cfg)
+    ds = train.deepspeed_config(ds_cfg, micro_batch_size=int(pre.micro_batch_size), grad_accum=1,
+                                grad_clip=float(cfg.train.grad_clip), prec=ds_cfg.precision)
     groups = train.param_groups(model, lr=float(pre.lr), overrides=[], weight_decay=0.0)
     engine = train.engine_for(model, groups, ds, total_steps=int(pre.steps), train_cfg=cfg.train)
     stream = data.batches(examples, int(pre.micro_batch_size), pad_id=tokenizer.pad_token_id, seed=int(pre.seed),

@@ -21,11 +21,12 @@ from bench import metrics, report
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2   # 2: the fingerprint holds world_size and precision (what a run computes beyond its config)
 # Config keys that say where a run lives, not what it computes. The config hash keeps cache_dir, so
 # configs are diffed key by key instead of by hash; the base itself is checked by its key.
 LOCATION_KEYS = ("seed", "out_dir", "cache_dir")
-FINGERPRINT = ("config_hash", "base_key", "git_sha", "git_dirty", "device", "gpu_name", "versions")
+FINGERPRINT = ("config_hash", "base_key", "world_size", "precision", "git_sha", "git_dirty", "device", "gpu_name",
+               "versions")
 
 
 def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -45,9 +46,14 @@ def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_extra(record: dict[str, Any]) -> dict[str, Any]:
-    """The columns bench.report's rows lack: the flat config and the run's fingerprint."""
+    """The columns bench.report's rows lack: the flat config and the run's fingerprint.
+
+    World size and the resolved training precision (``deepspeed.precision=auto`` is fp16 on a GPU, fp32 on CPU)
+    are not in the config but change what the run computes: the fingerprint carries them for bench.compare.
+    """
     run, meta = record.get("run_info") or {}, record.get("meta_info") or {}
     fingerprint = {"config_hash": run.get("config_hash"), "base_key": (record.get("base_info") or {}).get("key"),
+                   "world_size": meta.get("world_size"), "precision": (record.get("train_info") or {}).get("precision"),
                    "git_sha": run.get("git_sha"), "git_dirty": run.get("git_dirty"),
                    "device": meta.get("device"), "gpu_name": meta.get("gpu_name"), "versions": meta.get("versions")}
     return {"_config": flat_config(run.get("config") or {}), "_fingerprint": fingerprint}

@@ -21,9 +21,11 @@ speed vary run to run at a fixed seed (metrics.py marks them ``noisy``): they ar
 unless ``--noisy``, and then judged against wide relative floors.
 
 Refused (exit 2) unless ``--force``: entries whose resolved configs differ in anything but where they
-live (seed, out_dir, cache_dir; the differing keys are named), or whose tiny base differs
-(``base_info.key``). Differences of package versions, device or git SHA are shown, not refused: they
-are what a regression check is for. Exit: 0 nothing regressed, 1 something regressed or went missing.
+live (seed, out_dir, cache_dir; the differing keys are named), or that differ in what the config does not
+say but the run computes: the tiny base (``base_info.key``), the world size (``meta_info.world_size``: 8
+ranks see 8x the data per step) or the resolved precision (``train_info.precision``). Differences of
+package versions, device or git SHA are shown, not refused: they are what a regression check is for.
+Exit: 0 nothing regressed, 1 something regressed or went missing.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ RULES = Path(__file__).resolve().parent.parent / "conf" / "compare.yaml"
 BASELINES = Path("results/baselines")
 FAILING = ("regressed", "missing")
 NOTED = ("git_sha", "git_dirty", "device", "gpu_name")
+# Fingerprint keys that change what a run computes (refused like a config difference), by where a run records them.
+COMPUTED = {"base_key": "base_info.key", "world_size": "meta_info.world_size", "precision": "train_info.precision"}
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ def compare(base: list[dict[str, Any]], cur: list[dict[str, Any]], rules: dict[s
 
 
 def config_mismatches(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Per entry on both sides: the config keys (and base key) whose values differ, as "key: old → new"."""
+    """Per entry on both sides: the config keys (and ``COMPUTED`` facts) whose values differ, as "key: old → new"."""
     c = {label_of(e): e for e in cur}
     found = {}
     for entry in base:
@@ -148,9 +152,9 @@ def config_mismatches(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> 
         old, new = entry["config"], other["config"]
         diffs = [f"{k}: {old.get(k, '(absent)')} → {new.get(k, '(absent)')}" for k in sorted(set(old) | set(new))
                  if old.get(k, "(absent)") != new.get(k, "(absent)")]
-        if entry["fingerprint"].get("base_key") != other["fingerprint"].get("base_key"):
-            diffs.append(f"base_info.key: {entry['fingerprint'].get('base_key')} → "
-                         f"{other['fingerprint'].get('base_key')}")
+        old_fp, new_fp = entry["fingerprint"], other["fingerprint"]
+        diffs += [f"{where}: {old_fp.get(key)} → {new_fp.get(key)}" for key, where in COMPUTED.items()
+                  if old_fp.get(key) != new_fp.get(key)]
         if diffs:
             found["/".join(label_of(entry))] = diffs
     return found

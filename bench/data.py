@@ -18,9 +18,11 @@ KEEP_TAIL = 8  # prompt tokens kept from the end when cutting: the separator bef
 
 def fit_prompt(ids: list[int], budget: int) -> list[int]:
     """Cut an over-long prompt inside its text: the start (bos, instruction) and the separator stay."""
+    budget = max(0, budget)
     if len(ids) <= budget:
         return ids
-    return ids[: budget - KEEP_TAIL] + ids[-KEEP_TAIL:]
+    tail = min(KEEP_TAIL, budget)     # a budget under KEEP_TAIL: still no more than ``budget`` ids
+    return ids[: budget - tail] + ids[len(ids) - tail:]
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
@@ -41,16 +43,33 @@ def left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def encode(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list[dict[str, list[int]]]:
-    """Prompt ids + answer ids + eos, labels only on the answer; over-long prompts are cut inside the text."""
+def encode(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list[dict[str, Any]]:
+    """Prompt ids + answer ids + eos, labels only on the answer; over-long prompts are cut inside the text.
+
+    An answer longer than half of ``task.max_length`` is cut inside its text, never its eos: a model trained on
+    answers without an end would learn not to stop. Each example says whether its answer was cut (``answer_cut``).
+    """
     out, task = [], tasks.module(task_cfg)
     for rec in records:
         prompt = prompt_ids(tokenizer, task.prompt(rec, task_cfg))
-        answer_ids = tokenizer(rec["output"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        answer_ids = answer_ids[: task_cfg.max_length // 2]
+        answer_ids, cut = fit_answer(tokenizer(rec["output"], add_special_tokens=False).input_ids,
+                                     tokenizer.eos_token_id, task_cfg.max_length // 2)
         prompt = fit_prompt(prompt, task_cfg.max_length - len(answer_ids))
-        out.append({"input_ids": prompt + answer_ids, "labels": [IGNORE] * len(prompt) + answer_ids})
+        out.append({"input_ids": prompt + answer_ids, "labels": [IGNORE] * len(prompt) + answer_ids,
+                    "answer_cut": cut})
     return out
+
+
+def fit_answer(ids: list[int], eos_id: int, budget: int) -> tuple[list[int], bool]:
+    """The answer's ids with eos in at most ``budget`` tokens (the text cut, the eos kept), and whether it was cut."""
+    if len(ids) + 1 <= budget:
+        return [*ids, eos_id], False
+    return [*ids[: max(0, budget - 1)], eos_id], True
+
+
+def answers_cut(examples: list[dict[str, Any]]) -> int:
+    """How many encoded examples had their answer cut by ``task.max_length``: they train on a partial answer."""
+    return sum(bool(e.get("answer_cut")) for e in examples)
 
 
 def batch_order(lengths: list[int], batch_size: int, *, seed: int, group_by_length: bool) -> list[list[int]]:
@@ -66,8 +85,8 @@ def batch_order(lengths: list[int], batch_size: int, *, seed: int, group_by_leng
     return batches
 
 
-def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded training batch with attention mask."""
+def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded training batch with attention mask (from ``input_ids`` and ``labels``; other keys are notes)."""
     width = max(len(e["input_ids"]) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -80,7 +99,7 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torc
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batches(examples: list[dict[str, list[int]]], batch_size: int, *, pad_id: int, seed: int,
+def batches(examples: list[dict[str, Any]], batch_size: int, *, pad_id: int, seed: int,
             group_by_length: bool, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """Endless stream of training batches; each pass over the data is reshuffled.
 
@@ -97,7 +116,7 @@ def batches(examples: list[dict[str, list[int]]], batch_size: int, *, pad_id: in
         epoch += 1
 
 
-def pad_share(examples: list[dict[str, list[int]]], batch_size: int, *, seed: int, group_by_length: bool) -> float:
+def pad_share(examples: list[dict[str, Any]], batch_size: int, *, seed: int, group_by_length: bool) -> float:
     """Share of pad tokens over one pass of training batches."""
     lengths = [len(e["input_ids"]) for e in examples]
     real = padded = 0

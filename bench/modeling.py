@@ -9,7 +9,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from bench.validate import ConfigError
+from bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,15 @@ def attention(model_cfg: Any) -> dict[str, str]:
 
 
 def load_pretrained(path: str, model_cfg: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """Tokenizer and weights from a hub id or folder; remote code only where the model YAML opts in."""
-    remote = bool(model_cfg.trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
+    """Tokenizer and weights from a hub id or folder; remote code only where the model YAML opts in.
+
+    Both come from the YAML's ``revision`` (a hub commit; null: the latest), so remote code runs only as reviewed.
+    """
+    remote, revision = bool(model_cfg.trust_remote_code), model_cfg.get("revision")
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote, revision=revision)
     model = auto_class(model_cfg).from_pretrained(path, dtype=dtype_of(model_cfg), trust_remote_code=remote,
-                                                  use_safetensors=None if remote else True, **attention(model_cfg))
+                                                  revision=revision, use_safetensors=None if remote else True,
+                                                  **attention(model_cfg))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

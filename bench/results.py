@@ -41,10 +41,13 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """Stable hash of a resolved config with the seed and output location left out (also where derived)."""
+def config_hash(config: dict[str, Any], *, world_size: int | None = None) -> str:
+    """Stable hash of what a run computes: the resolved config (seed and output location left out, also where
+    derived) and the number of data-parallel ranks, which the config does not hold but which multiplies the data
+    every ``train.steps`` sees. ``world_size`` defaults to the launch's ``WORLD_SIZE`` (1 outside a launch)."""
     relevant = {k: v for k, v in config.items() if k not in ("seed", "out_dir")}
-    text = json.dumps(relevant, sort_keys=True, default=str)
+    ranks = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
+    text = json.dumps({"config": relevant, "world_size": ranks}, sort_keys=True, default=str)
     if config.get("out_dir"):
         text = text.replace(json.dumps(str(config["out_dir"]))[1:-1], "<out_dir>")
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,10 +1,11 @@
 """Checks before any model is loaded, and on the loaded model before training.
 
-Every error names the field, the bad value and the fix. ``check`` runs first (config values, paths,
-callables, the peft config, the DeepSpeed JSON, the data through the task's own ``check``, and for a
-tiny model its architecture built without weights); ``check_model`` runs on the loaded model (target
-modules, sequence budget); ``input_errors`` marks the ``ValueError``s of applying a method as input
-errors. Anything these raise is recorded as status ``invalid`` (exit 2), never as a crash.
+Every error names the field, the bad value and the fix. ``check`` runs first (config values, paths, the
+model section through bench.model_checks, callables, the peft config, the ZeRO stage and the DeepSpeed JSON,
+the data through the task's own ``check``, and for a tiny model its architecture built without weights);
+``check_model`` runs on the loaded model (target modules, sequence budget); ``input_errors`` marks the
+``ValueError``s of applying a method as input errors. Anything these raise is recorded as status ``invalid``
+(exit 2), never as a crash.
 """
 
 from __future__ import annotations
@@ -18,22 +19,17 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from bench import model_checks
+from bench.errors import ConfigError, InputError  # noqa: F401  (InputError: callers import both from here)
+
 POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
             "task.max_length", "task.max_new_tokens", "eval.max_new_tokens")
 OPTIONAL_COUNTS = ("eval.max_records", "task.max_train_records", "task.max_eval_records")
 CHOICES = {"train.schedule": ("cosine", "linear", "constant"), "deepspeed.precision": ("auto", "fp16", "bf16", "fp32"),
-           "deepspeed.zero_stage": (0, 1, 2, 3), "model.source": ("tiny", "hub", "local")}
-CALLABLES = ("builder", "saver", "hooks.on_step", "hooks.summary")
+           "model.source": ("tiny", "hub", "local")}
+ZERO_STAGES = (1,)   # the ZeRO stages built and tested here (evaluation and saving read every weight on every rank)
+CALLABLES = ("builder", "saver", "loader")   # and every entry of method.hooks
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length")
-
-
-class InputError(ValueError):
-    """An error the user's input caused (config or data): the run is ``invalid``, not ``failed``."""
-
-
-class ConfigError(InputError):
-    """A config value the run cannot use."""
 
 
 def check(cfg: Any) -> list[str]:
@@ -43,9 +39,9 @@ def check(cfg: Any) -> list[str]:
     _choices(cfg)
     if Path(cfg.out_dir).is_file():
         raise ConfigError(f"out_dir={cfg.out_dir} is a file; point out_dir at a directory")
-    _model(cfg)
+    model_checks.check(cfg)
     _method(cfg)
-    deepspeed_json(cfg.deepspeed)
+    _zero_stage(cfg)
     warnings = _data(cfg)
     if cfg.model.source == "tiny":
         check_model(cfg, skeleton(cfg.model))
@@ -101,53 +97,12 @@ def _choices(cfg: Any) -> None:
             raise ConfigError(f"{key}={value!r} must be one of {', '.join(map(str, allowed))}")
 
 
-def _model(cfg: Any) -> None:
-    """The model's source exists, its dtype is a torch dtype, and remote code only where its YAML opts in."""
-    import torch
-
-    model = cfg.model
-    if model.source == "tiny" and not model.get("arch"):
-        raise ConfigError(f"model.source=tiny needs model.arch (the architecture to build) in {model.name}")
-    if model.source == "local" and not Path(str(model.path)).is_dir():
-        raise ConfigError(f"model.path={model.path} is not a folder (model.source=local); point it at a saved model")
-    if not isinstance(getattr(torch, str(model.dtype), None), torch.dtype):
-        raise ConfigError(f"model.dtype={model.dtype!r} is not a torch dtype; use float32, float16 or bfloat16")
-    if model.get("trust_remote_code") and not _yaml_opts_in(_model_choice(cfg)):
-        raise ConfigError(
-            f"model.trust_remote_code=true would run Python code from {model.path or model.name}, but conf/model/"
-            f"{_model_choice(cfg)}.yaml does not opt in; drop the override, or, if you trust that code, set "
-            "trust_remote_code: true in a model YAML of your own (as chatglm_6b.yaml does)")
-
-
-def _model_choice(cfg: Any) -> str:
-    """The model YAML this run composed (Hydra's choice inside the app, else the model's name)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return str(HydraConfig.get().runtime.choices.get("model", cfg.model.name))
-    return str(cfg.model.name)
-
-
-def _yaml_opts_in(name: str) -> bool:
-    """Whether ``conf/model/<name>.yaml`` itself (or a YAML it extends) says ``trust_remote_code: true``.
-
-    Command-line overrides never reach the file, so remote code needs a reviewed YAML, not a flag.
-    """
-    path = CONF / "model" / f"{name}.yaml"
-    if not path.is_file():
-        return False
-    node = OmegaConf.load(path)
-    if "trust_remote_code" in node:         # our model YAMLs list _self_ last: their own value wins
-        return bool(node.trust_remote_code)
-    return any(_yaml_opts_in(str(p)) for p in node.get("defaults", []) if str(p) != "_self_")
-
-
 def _method(cfg: Any) -> None:
     """The method's functions import, its peft config builds, and its options fit the model."""
     import hydra
 
     method = cfg.method
-    for key in CALLABLES:
+    for key in [*CALLABLES, *(f"hooks.{name}" for name in method.get("hooks") or {})]:
         dotted = _value(method, key)
         if dotted:
             try:
@@ -170,6 +125,24 @@ def _method(cfg: Any) -> None:
     n = method.get("layers")
     if n is not None and (not _is_number(n) or int(n) <= 0 or (layers is not None and int(n) > int(layers))):
         raise ConfigError(f"method.layers={n} must be in 1..{layers or 'the model’s layer count'}")
+
+
+def _zero_stage(cfg: Any) -> None:
+    """Only the ZeRO stages built and tested here, also where the DeepSpeed JSON or ``extra`` would set another.
+
+    Either replaces the generated ``zero_optimization`` section whole, and DeepSpeed's default stage there is 0.
+    """
+    stage = cfg.deepspeed.zero_stage
+    if stage not in ZERO_STAGES:
+        raise ConfigError(f"deepspeed.zero_stage={stage!r}: only ZeRO stage 1 is built and tested so far (stages 0, 2 "
+                          "and 3 are not); set deepspeed.zero_stage=1")
+    extra = OmegaConf.to_container(cfg.deepspeed.extra, resolve=True) if cfg.deepspeed.get("extra") else {}
+    for where, settings in (("deepspeed.json_file", deepspeed_json(cfg.deepspeed)), ("deepspeed.extra", extra)):
+        zero = settings.get("zero_optimization")
+        if zero is not None and (not isinstance(zero, dict) or zero.get("stage") not in ZERO_STAGES):
+            raise ConfigError(f"{where} sets zero_optimization={zero}, which replaces the generated one: only ZeRO "
+                              "stage 1 is built and tested so far (DeepSpeed's default there is stage 0); give "
+                              '"stage": 1 in it, or leave zero_optimization to deepspeed.zero_stage')
 
 
 def deepspeed_json(ds_cfg: Any) -> dict[str, Any]:

@@ -125,7 +125,10 @@ def prompt(record: Record, task_cfg: Any) -> str:
 
 
 def parse(text: str) -> tuple[list[tuple[str, str, str]], int]:
-    """Triples in a generated answer, and the number of non-empty lines that did not split into three."""
+    """Triples in an answer, and the number of non-empty lines that did not split into three.
+
+    Each part is stripped: " a _ r _ b " is the triple a_r_b, so spacing around "_" never costs a match.
+    """
     triples, bad = [], 0
     for line in text.split("\n"):
         line = line.strip()
@@ -133,7 +136,7 @@ def parse(text: str) -> tuple[list[tuple[str, str, str]], int]:
             continue
         parts = line.split("_")
         if len(parts) == 3:
-            triples.append(tuple(parts))
+            triples.append(tuple(p.strip() for p in parts))
         else:
             bad += 1
     return triples, bad
@@ -153,19 +156,27 @@ def _record_f1(pred: set, gold: set) -> float:
 
 
 def score(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Micro P/R/F1 over all triples, the seed's macro (per-record) F1, exact match, parse-failure rate."""
-    n_pred = n_gold = n_hit = exact = unparsed = 0
+    """Micro P/R/F1 over all triples, the seed's macro (per-record) F1, exact match, parse-failure rate.
+
+    ``gold_parse_fail`` counts the reference lines that are not head_relation_tail (a count of lines over the
+    whole eval set, not a rate): they hold no gold triple, so a model cannot be credited for them, and the number
+    says how much of the reference the scores could not see (``check`` warns about such data before a run).
+    """
+    n_pred = n_gold = n_hit = exact = unparsed = gold_bad = 0
     macro = []
     for pred_text, gold_text in zip(predictions, references, strict=True):
         pred_list, bad = parse(pred_text)
-        pred, gold = set(pred_list), set(parse(gold_text)[0])
+        gold_list, bad_gold = parse(gold_text)
+        pred, gold = set(pred_list), set(gold_list)
         n_pred, n_gold, n_hit = n_pred + len(pred), n_gold + len(gold), n_hit + len(pred & gold)
         macro.append(_record_f1(pred, gold))
         exact += pred == gold and bad == 0
         unparsed += bad > 0
+        gold_bad += bad_gold
     p, r, f1 = _prf(n_pred, n_gold, n_hit)
     n = len(references)
     return {
         "precision": p, "recall": r, "f1_micro": f1, "f1_macro": sum(macro) / n if n else 0.0,
         "exact_match": exact / n if n else 0.0, "parse_fail_rate": unparsed / n if n else 0.0, "n": n,
+        "gold_parse_fail": gold_bad,
     }

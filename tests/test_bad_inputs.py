@@ -77,7 +77,7 @@ CASES = [
     ("lr_not_a_number", fixed("method.lr=fast"), "method.lr=fast must be a number"),
     ("eval_cap_negative", fixed("eval.max_records=-1"), "eval.max_records=-1 must be null"),
     ("schedule_typo", fixed("train.schedule=cosin"), "train.schedule='cosin' must be one of cosine"),
-    ("zero_stage", fixed("deepspeed.zero_stage=4"), "deepspeed.zero_stage=4 must be one of"),
+    ("zero_stage", fixed("deepspeed.zero_stage=4"), "deepspeed.zero_stage=4: only ZeRO stage 1 is built"),
     ("dtype_typo", fixed("model.dtype=float33"), "model.dtype='float33' is not a torch dtype"),
     ("local_model_missing", fixed("model.source=local", "model.path=/nonexistent/model"),
      "model.path=/nonexistent/model is not a folder"),
@@ -94,7 +94,8 @@ CASES = [
      "['qq_proj'] match no module of model=tiny_llama"),
     ("peft_config_unknown_key", fixed("+method.peft_config.rank=8"), "does not build peft.LoraConfig"),
     ("builder_unknown", fixed("method.builder=methods.native.nope"), "method.builder=methods.native.nope cannot"),
-    ("hook_unknown", fixed("method.hooks.on_step=methods.hooks.nope"), "method.hooks.on_step=methods.hooks.nope"),
+    ("hook_unknown", fixed("method.hooks.pre_step=methods.hooks.nope"), "method.hooks.pre_step=methods.hooks.nope"),
+    ("loader_unknown", fixed("method.loader=methods.loaders.nope"), "method.loader=methods.loaders.nope cannot"),
     # DeepSpeed JSON
     ("ds_json_malformed", ds_json('{\n  "zero_optimization": {"stage": 1},\n  "gradient_clipping" 1.0\n}'),
      "ds.json: malformed JSON at line 3"),

@@ -27,6 +27,9 @@ HUB = [*LLAMA, "chatglm_6b"]
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml") if not p.stem.startswith("_"))
 LORA_FAMILY = ["lora", "adalora", "vblora"]
 GENERIC = ["model=hf_causal_lm", "model.path=some-org/some-causal-lm"]
+# Their float16 weights train in fp16, what deepspeed=auto picks on a GPU (on CPU it picks fp32 and validation
+# refuses float16 weights: tests/test_defects.py), so the preflight names that precision and runs on any machine.
+GPU_PRECISION = "deepspeed=fp16"
 
 # What each model's hub config.json publishes (ChatGLM names: inner_hidden_size, num_layers, max_sequence_length),
 # and the parameter count the model card states. Looked up in copies of the published files: CodeLlama-7b(-Instruct)-hf
@@ -107,10 +110,10 @@ def chatglm_replica(hidden: int = 16, layers: int = 3, vocab: int = 64) -> nn.Mo
         "lm_head": nn.Linear(hidden, vocab, bias=False)})
 
 
-def cached_config(path: str, remote: bool):
-    """The model's config from the local Hugging Face cache, or a skip that says why there is none."""
+def cached_config(path: str, remote: bool, revision: str | None = None):
+    """The model's config (at the YAML's revision) from the local Hugging Face cache, or a skip that says why not."""
     try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=remote, local_files_only=True)
+        return AutoConfig.from_pretrained(path, trust_remote_code=remote, revision=revision, local_files_only=True)
     except OSError as err:
         files = "config.json and its remote code (*.py)" if remote else "config.json"
         pytest.skip(f"{path} is not in the local Hugging Face cache and this machine cannot download it "
@@ -121,7 +124,7 @@ def cached_config(path: str, remote: bool):
 @pytest.mark.parametrize("model", [*HUB, "hf_causal_lm"])
 def test_hub_model_composes_with_every_method_and_passes_preflight(model, method):
     extra = GENERIC[1:] if model == "hf_causal_lm" else []
-    cfg = compose_cfg(f"model={model}", f"method={method}", *extra)
+    cfg = compose_cfg(f"model={model}", f"method={method}", GPU_PRECISION, *extra)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert (resolved["model"]["name"], resolved["method"]["name"]) == (model, method)
     if method in LORA_FAMILY:
@@ -204,7 +207,7 @@ def test_chatglm_loads_through_the_auto_class_its_config_maps():
 
 def test_chatglm_shape_and_names_match_the_cached_remote_code():
     cfg = compose_cfg("model=chatglm_6b").model
-    config = cached_config(cfg.path, remote=True)
+    config = cached_config(cfg.path, remote=True, revision=cfg.revision)
     assert {ours: getattr(config, theirs) for ours, theirs in CHATGLM_KEYS.items()} == \
         {k: v for k, v in PUBLISHED["chatglm_6b"].items() if k in CHATGLM_KEYS}
     assert "AutoModelForCausalLM" not in config.auto_map and cfg.auto_class in config.auto_map

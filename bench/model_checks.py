@@ -1,0 +1,120 @@
+"""Checks of the model section before anything loads: its source, its load dtype against the training precision,
+its hub revision, and remote code only from the repository and commit a reviewed model YAML pins."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from bench.errors import ConfigError
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+PRECISION_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}   # training precision → weight dtype
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def check(cfg: Any) -> None:
+    """The model's source exists, its dtype fits the training precision, remote code only as its YAML pins it."""
+    import torch
+
+    model = cfg.model
+    if model.source == "tiny" and not model.get("arch"):
+        raise ConfigError(f"model.source=tiny needs model.arch (the architecture to build) in {model.name}")
+    if model.source == "local" and not Path(str(model.path)).is_dir():
+        raise ConfigError(f"model.path={model.path} is not a folder (model.source=local); point it at a saved model")
+    if not isinstance(getattr(torch, str(model.dtype), None), torch.dtype):
+        raise ConfigError(f"model.dtype={model.dtype!r} is not a torch dtype; use float32, float16 or bfloat16")
+    _dtype_fits_precision(cfg)
+    _revision(model)
+    if model.get("trust_remote_code"):
+        _remote_code(cfg)
+
+
+def _revision(model: Any) -> None:
+    """A revision is a string naming a hub commit, branch or tag: a local folder or tiny model has none to pick."""
+    revision = model.get("revision")
+    if revision is not None and (model.source != "hub" or not isinstance(revision, str) or not revision):
+        raise ConfigError(f"model.revision={revision!r} names a hub commit, branch or tag (a string) and applies to "
+                          f"model.source=hub only (here {model.source}); set model.revision=null")
+
+
+def _dtype_fits_precision(cfg: Any) -> None:
+    """Weights load in float32 (DeepSpeed casts them) or in the training precision's own dtype.
+
+    fp16 weights trained under fp32 would be recorded as fp32 training, and bf16 weights would lose their range
+    through fp16. ``auto`` is resolved as the run resolves it (bench.train.precision: fp16 on a GPU, fp32 on CPU).
+    """
+    from bench import train
+
+    dtype, asked = str(cfg.model.dtype), str(cfg.deepspeed.precision)
+    prec = train.precision(cfg.deepspeed)
+    own = PRECISION_DTYPE[prec]
+    if dtype in ("float32", own):
+        return
+    said = f"deepspeed.precision={asked}" + (f" resolves to {prec} here (fp32 on CPU, fp16 on a GPU)"
+                                             if asked == "auto" else "")
+    fixes = ["model.dtype=float32 (DeepSpeed casts float32 weights to any precision)"]
+    if own != "float32":
+        fixes.append(f"model.dtype={own}")
+    native = {d: p for p, d in PRECISION_DTYPE.items()}.get(dtype)
+    if native:
+        fixes.append(f"deepspeed={native}" + (" on a GPU (where deepspeed=auto picks it)" if native == "fp16" else ""))
+    raise ConfigError(f"model.dtype={dtype} does not fit the training precision: {said}, which trains {own} "
+                      f"weights; set {', or '.join(fixes)}")
+
+
+def _remote_code(cfg: Any) -> None:
+    """Remote code runs only where a model YAML opts in, from the repository and commit that YAML pins.
+
+    Command-line overrides never reach the file, so remote code needs a reviewed YAML, not a flag; and that YAML's
+    ``path`` and ``revision`` cannot be overridden, or ``model=chatglm_6b model.path=any/repo`` would run any code.
+    """
+    model, choice = cfg.model, _model_choice(cfg)
+    yaml = f"conf/model/{choice}.yaml"
+    if not _yaml_value(choice, "trust_remote_code"):
+        raise ConfigError(
+            f"model.trust_remote_code=true would run Python code from {model.path or model.name}, but {yaml} does not "
+            "opt in; drop the override, or, if you trust that code, set trust_remote_code: true in a model YAML of "
+            "your own (as chatglm_6b.yaml does)")
+    pinned = {key: _yaml_value(choice, key) for key in ("path", "revision")}
+    for key, value in pinned.items():
+        if model.get(key) != value:
+            raise ConfigError(
+                f"model.{key}={model.get(key)} overrides {yaml}, which runs remote code only from {pinned['path']} at "
+                f"revision {pinned['revision']}; drop the override, or review that code and write a model YAML of "
+                "your own with its path, revision (the commit sha you reviewed) and trust_remote_code: true")
+    if model.source != "hub" or not COMMIT.fullmatch(str(model.revision or "")):
+        raise ConfigError(
+            f"model.revision={model.revision!r} (model.source={model.source}) in {yaml}: trust_remote_code=true needs "
+            f"a hub model pinned to the full commit sha (40 hex digits) of the code you reviewed, so a later push to "
+            f"{model.path} cannot change what runs; set source: hub and revision: <commit sha> in that YAML")
+
+
+def _model_choice(cfg: Any) -> str:
+    """The model YAML this run composed (Hydra's choice inside the app, else the model's name)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("model", cfg.model.name))
+    return str(cfg.model.name)
+
+
+def _yaml_value(name: str, key: str) -> Any:
+    """``key`` as ``conf/model/<name>.yaml`` itself (or a YAML it extends) sets it, unresolved; None where unset."""
+    for node in _yaml_chain(name):
+        if key in node:
+            return node[key]
+    return None
+
+
+def _yaml_chain(name: str) -> list[dict[str, Any]]:
+    """A model YAML and those it extends, by precedence: itself (our YAMLs list _self_ last), then later defaults."""
+    path = CONF / "model" / f"{name}.yaml"
+    if not path.is_file():
+        return []
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    parents = [str(p) for p in node.get("defaults", []) if str(p) != "_self_"]
+    return [node, *(n for parent in reversed(parents) for n in _yaml_chain(parent))]
