@@ -105,6 +105,15 @@ def _hydra_ready() -> Iterator[None]:
             yield
 
 
+def world_size(cfg: DictConfig) -> int:
+    """The ranks each cell will run on: ``gpus`` per node, times the hosts of the hostfile where there is one."""
+    hosts = 1
+    if cfg.get("hostfile"):
+        lines = Path(str(cfg.hostfile)).read_text().splitlines()
+        hosts = max(1, sum(1 for line in lines if line.split("#")[0].strip()))
+    return int(cfg.gpus) * hosts
+
+
 def check_grid(cfg: DictConfig,
                cells: Sequence[Cell]) -> tuple[set[tuple[str, str]], dict[tuple[str, ...], str]]:
     """Compose every distinct cell before any runs (a typo fails in seconds).
@@ -123,7 +132,7 @@ def check_grid(cfg: DictConfig,
                 resolved = OmegaConf.to_container(run_cfg, resolve=True)
             except Exception as err:  # noqa: BLE001  (Hydra raises several types; all mean "fix the grid")
                 raise SweepError(f"method={method} model={model} task={task} does not compose: {err}") from err
-            hashes[(model, task, method)] = results.config_hash(resolved)
+            hashes[(model, task, method)] = results.config_hash(resolved, world_size=world_size(cfg))
             if run_cfg.model.source == "tiny":
                 tiny.add((model, task))
     return tiny, hashes

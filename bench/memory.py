@@ -189,7 +189,8 @@ def model_config(cfg: Any) -> tuple[Any, int]:
         return config, int(config.vocab_size)
     remote = bool(cfg.model.trust_remote_code)
     try:   # a config.json already on disk (hub cache or folder): never a download for an estimate
-        config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=remote, local_files_only=True)
+        config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=remote, local_files_only=True,
+                                            revision=cfg.model.get("revision"))
     except OSError:
         shape = dict(cfg.model.get("shape") or {})
         if "model_type" not in shape:

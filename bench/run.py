@@ -121,7 +121,8 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     phases["eval_end"] = time.time()
     train_info = {**fit, "eval_loss": eval_loss, **peak, **params, "adapter_bytes": sizes.pop("adapter"),
                   "adapter_bytes_variants": sizes, "precision": prec,
-                  "method_summary": summary,
+                  "method_summary": summary, "answers_cut": data.answers_cut(examples),
+                  "eval_answers_cut": data.answers_cut(eval_examples),
                   "pad_share": data.pad_share(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
                                               group_by_length=bool(cfg.train.group_by_length))}
     return {"train_info": train_info, "eval_info": metrics, "base_info": base_info, "phases": phases}

@@ -113,6 +113,18 @@ def test_an_unknown_method_stops_the_sweep_before_any_cell(tmp_path: Path, fake:
     assert calls(tmp_path) == []
 
 
+def test_the_hash_a_resume_compares_covers_the_sweeps_world_size(tmp_path: Path, fake: Path) -> None:
+    cfg = sweep_cfg(tmp_path, fake, "methods=[lora]")
+    cells = sweep_grid.grid(cfg)
+    one = sweep_grid.check_grid(cfg, cells)[1]
+    cfg.gpus = 8
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# two nodes\nnode1 slots=8\nnode2 slots=8\n")
+    eight = sweep_grid.check_grid(cfg, cells)[1]
+    cfg.hostfile = str(hosts)
+    assert sweep_grid.world_size(cfg) == 16 and sweep_grid.check_grid(cfg, cells)[1] != eight != one
+
+
 def test_resume_skips_successful_cells_and_reruns_the_rest(tmp_path: Path, fake: Path) -> None:
     cfg = sweep_cfg(tmp_path, fake, "methods=[lora,full,adalora,vblora,freeze]")
     cells = sweep_grid.grid(cfg)
