@@ -78,7 +78,7 @@ def load_split(task: Any, split: str) -> list[Record]:
         if int(n) <= 0:
             raise DataError(f"task.generator.n_{split}={n} gives an empty {split} split; set it > 0")
         seed = gen.seed if split == "train" else gen.seed + 1_000_003
-        return synth.generate(n, seed, gen.schema)
+        return synth.generate(n, seed, gen.schema, language=gen.get("language", "zh"))
     records = load_file(task[f"{split}_file"], instruction=task.instruction, field=f"task.{split}_file")
     limit = task.get(f"max_{split}_records")
     records = records[:limit] if limit else records
