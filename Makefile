@@ -13,7 +13,9 @@ SWEEP   ?= results/sweeps/default
 NAME    ?= embedded
 BASELINE ?= results/baselines/embedded.json
 
-.PHONY: help setup run memory base sweep report perf test test-models test-fast clean baseline compare
+RUN     ?=
+
+.PHONY: help setup run memory base sweep report reproduce perf test test-models test-fast clean baseline compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +31,9 @@ sweep:  ## the method grid (default: all nine methods on the embedded tiny model
 
 report:  ## tables and figures of a sweep: make report SWEEP=results/sweeps/default
 	$(PY) -m bench.report $(SWEEP)
+
+reproduce:  ## reload a run's saved weights in a fresh process, regenerate, compare: make reproduce RUN=results/sweeps/default/…/seed0
+	$(PY) -m bench.reproduce $(RUN) --plain
 
 baseline:  ## summarize a sweep into a committed baseline: make baseline SWEEP=results/sweeps/ci NAME=embedded
 	$(PY) -m bench.compare baseline $(SWEEP) --name $(NAME)

@@ -25,11 +25,30 @@ def fit_prompt(ids: list[int], budget: int) -> list[int]:
     return ids[: budget - tail] + ids[len(ids) - tail:]
 
 
+def prompt_text(record: dict[str, str], task_cfg: Any, tokenizer: Any) -> str:
+    """The task's prompt, inside the tokenizer's chat template (as the user's turn, the assistant's turn opened)
+    where the model YAML asks for it (``chat_template``, passed to the task as ``task.chat_template``)."""
+    text = tasks.module(task_cfg).prompt(record, task_cfg)
+    if not task_cfg.get("chat_template"):
+        return text
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a prompt, starting with bos whenever the tokenizer has one (training and generation alike)."""
-    ids = tokenizer(text).input_ids
+    """Token ids of a prompt, starting with bos whenever the tokenizer has one (training and generation alike).
+
+    A chat-template prompt carries its own special tokens: the tokenizer adds none of its own to it.
+    """
+    ids = tokenizer(text, add_special_tokens=not _is_chat(tokenizer, text)).input_ids
     bos = tokenizer.bos_token_id
     return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
+
+
+def _is_chat(tokenizer: Any, text: str) -> bool:
+    """Whether ``text`` was rendered by the tokenizer's chat template (it starts with the template's first token)."""
+    bos = tokenizer.bos_token
+    return bool(getattr(tokenizer, "chat_template", None)) and bos is not None and text.startswith(bos)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -49,9 +68,9 @@ def encode(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list
     An answer longer than half of ``task.max_length`` is cut inside its text, never its eos: a model trained on
     answers without an end would learn not to stop. Each example says whether its answer was cut (``answer_cut``).
     """
-    out, task = [], tasks.module(task_cfg)
+    out = []
     for rec in records:
-        prompt = prompt_ids(tokenizer, task.prompt(rec, task_cfg))
+        prompt = prompt_ids(tokenizer, prompt_text(rec, task_cfg, tokenizer))
         answer_ids, cut = fit_answer(tokenizer(rec["output"], add_special_tokens=False).input_ids,
                                      tokenizer.eos_token_id, task_cfg.max_length // 2)
         prompt = fit_prompt(prompt, task_cfg.max_length - len(answer_ids))

@@ -113,7 +113,7 @@ def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg
     tokens/s is the ranks' tokens over the slowest rank's wall time.
     """
     task = tasks.module(task_cfg)
-    prompts = [task.prompt(r, task_cfg) for r in records[rank::world]]
+    prompts = [data.prompt_text(r, task_cfg, tokenizer) for r in records[rank::world]]
     start = time.perf_counter()
     answers, latency, n_tokens = generate(model, tokenizer, prompts, batch_size=batch_size,
                                           max_new_tokens=max_new_tokens,
@@ -172,8 +172,7 @@ def inference_latency(model: Any, tokenizer: Any, records: list[dict[str, str]],
 
     ``merged_agreement``: share of records whose merged tokens equal the unmerged ones (1.0 up to rounding).
     """
-    task = tasks.module(task_cfg)
-    prompts = [task.prompt(r, task_cfg) for r in records[: int(latency_cfg.records)]]
+    prompts = [data.prompt_text(r, task_cfg, tokenizer) for r in records[: int(latency_cfg.records)]]
     n, batch = int(latency_cfg.new_tokens), int(latency_cfg.batch_size)
 
     def measure(variant: Any, how: Generate | None = None) -> tuple[float, list[torch.Tensor]]:

@@ -25,12 +25,53 @@ def check(cfg: Any) -> None:
         raise ConfigError(f"model.source=tiny needs model.arch (the architecture to build) in {model.name}")
     if model.source == "local" and not Path(str(model.path)).is_dir():
         raise ConfigError(f"model.path={model.path} is not a folder (model.source=local); point it at a saved model")
+    if model.source == "package" and not model.get("gguf_file"):
+        raise ConfigError(f"model.source=package reads a GGUF file an installed package ships; set model.gguf_file "
+                          f"in {model.name}'s YAML")
+    if model.get("gguf_file") and model.source != "hub":
+        from bench import gguf
+
+        gguf.gguf_path(model)   # the package and file are there, and the gguf reader imports
     if not isinstance(getattr(torch, str(model.dtype), None), torch.dtype):
         raise ConfigError(f"model.dtype={model.dtype!r} is not a torch dtype; use float32, float16 or bfloat16")
     _dtype_fits_precision(cfg)
     _revision(model)
     if model.get("trust_remote_code"):
         _remote_code(cfg)
+
+
+def on_hand(model: Any) -> None:
+    """A hub model is in the local cache or the hub answers within seconds; else the run is refused at once
+    (``bench.modeling.load`` asks before loading). Without this, an offline run retried its connections for
+    ~50 s and was recorded as a crash."""
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+
+    wanted = str(model.get("gguf_file") or "config.json")
+    cached = try_to_load_from_cache(str(model.path), wanted, revision=model.get("revision"))
+    if isinstance(cached, str) or _hub_answers(float(os.environ.get("PEFTBENCH_HUB_TIMEOUT", "5"))):
+        return
+    raise ConfigError(
+        f"model.path={model.path} (model.source=hub) is not in the local Hugging Face cache and the hub cannot be "
+        f"reached; download it where there is access (`huggingface-cli download {model.path}"
+        f"{' ' + wanted if model.get('gguf_file') else ''}`, then copy the cache, or set HF_HOME), or point "
+        f"model.source=local model.path=<a folder with the saved model>")
+
+
+def _hub_answers(timeout: float) -> bool:
+    """Whether the Hugging Face hub answers (False at once under HF_HUB_OFFLINE)."""
+    import os
+    import urllib.request
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout)  # noqa: S310
+    except Exception:  # noqa: BLE001  (DNS, refused, timeout, TLS: all mean "not reachable now")
+        return False
+    return True
 
 
 def _revision(model: Any) -> None:

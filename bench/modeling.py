@@ -72,6 +72,8 @@ def load_pretrained(path: str, model_cfg: Any) -> tuple[PreTrainedTokenizerBase,
     model = auto_class(model_cfg).from_pretrained(path, dtype=dtype_of(model_cfg), trust_remote_code=remote,
                                                   revision=revision, use_safetensors=None if remote else True,
                                                   **attention(model_cfg))
+    if model_cfg.get("eos_token"):   # an instruct model's end of turn, where its tokenizer's eos is another token
+        tokenizer.eos_token = model_cfg.eos_token
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -88,5 +90,15 @@ def load(cfg: Any, base_info: dict[str, Any] | None = None
         info = base_info or base.ensure(cfg)
         tokenizer, model = load_pretrained(info["path"], cfg.model)
         return tokenizer, model, info
+    if cfg.model.source == "hub":
+        from bench import model_checks
+
+        model_checks.on_hand(cfg.model)   # in the cache or reachable: else refused in seconds, not retried
+    if cfg.model.get("gguf_file"):
+        from bench import gguf
+
+        folder, info = gguf.converted(cfg.model, cfg.cache_dir)
+        tokenizer, model = load_pretrained(str(folder), cfg.model)
+        return tokenizer, model, {"path": str(folder), **info}
     tokenizer, model = load_pretrained(cfg.model.path, cfg.model)
     return tokenizer, model, {"path": cfg.model.path, "key": None}

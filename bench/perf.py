@@ -80,9 +80,7 @@ def step_ratio(cfg: DictConfig, model: torch.nn.Module, examples: list, pad_id: 
 def eval_speed(model: torch.nn.Module, tokenizer: Any, records: list, task_cfg: Any, *, batch_size: int,
                max_new_tokens: int) -> dict[str, Any]:
     """Batched against per-record greedy generation on the same prompts; answers must be identical."""
-    import tasks
-
-    prompts = [tasks.module(task_cfg).prompt(r, task_cfg) for r in records]
+    prompts = [data.prompt_text(r, task_cfg, tokenizer) for r in records]
     timings, answers = {}, {}
     for name, size in (("batched", batch_size), ("per_record", 1)):
         start = time.perf_counter()

@@ -60,12 +60,10 @@ def regenerate(cfg: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]],
     """Answers to the saved rows' prompts, as the run generated them (``plain``: without the method's hook)."""
     import hydra
 
-    import tasks
-    from bench import evaluate
+    from bench import data, evaluate
 
-    task = tasks.module(cfg.task)
-    prompts = [task.prompt({"instruction": r["instruction"], "input": r["input"], "output": r["reference"]}, cfg.task)
-               for r in rows]
+    prompts = [data.prompt_text({"instruction": r["instruction"], "input": r["input"], "output": r["reference"]},
+                                cfg.task, tokenizer) for r in rows]
     hook = None if plain or not cfg.method.hooks.generate else hydra.utils.get_method(cfg.method.hooks.generate)
     new = int(cfg.eval.max_new_tokens)
     answers, _, _ = evaluate.generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=new,

@@ -26,7 +26,7 @@ POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method
             "task.max_length", "task.max_new_tokens", "eval.max_new_tokens")
 OPTIONAL_COUNTS = ("eval.max_records", "task.max_train_records", "task.max_eval_records")
 CHOICES = {"train.schedule": ("cosine", "linear", "constant"), "deepspeed.precision": ("auto", "fp16", "bf16", "fp32"),
-           "model.source": ("tiny", "hub", "local")}
+           "model.source": ("tiny", "hub", "local", "package")}
 ZERO_STAGES = (1,)   # the ZeRO stages built and tested here (evaluation and saving read every weight on every rank)
 CALLABLES = ("builder", "saver", "loader")   # and every entry of method.hooks
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length")

