@@ -60,6 +60,14 @@ _ALL = (
     Metric("infer_ms_merged", "eval_info", False, "Merged", "ms/record", digits=2, noisy=True),
     Metric("infer_ms_base", "eval_info", False, "Base model", "ms/record", digits=2, noisy=True),
     Metric("merged_agreement", "eval_info", True, "Merged = unmerged", bounds=UNIT),
+    # The base's own ability before and after tuning (bench/forgetting.py): the source task's F1 for a tiny base,
+    # else the mean log-likelihood per token of general text (minus its cross-entropy, so that a model that
+    # forgot more scores lower there too). Either way higher is better, and forgetting = before - after: the
+    # ability lost, lower is better (negative: tuning improved it). The unit is the measure's
+    # (eval_info.forgetting_measure): compare runs of one measure only, as runs of one model and task are.
+    Metric("forgetting", "eval_info", False, "Forgetting"),
+    Metric("forgetting_before", "eval_info", True, "Base ability before"),
+    Metric("forgetting_after", "eval_info", True, "Base ability after"),
     Metric("eval_loss", "train_info", False, "Eval loss"),
     Metric("final_loss", "train_info", False, "Final train loss"),
     Metric("train_time_s", "train_info", False, "Train time", "s", digits=1, noisy=True),
@@ -114,7 +122,7 @@ def flatten(record: dict[str, Any], path: str | Path | None = None) -> dict[str,
         value = (record.get(m.section) or {}).get(m.key)
         row[m.key] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
     evaluation = record.get("eval_info") or {}
-    for key in ("latency_new_tokens", "latency_batch_size"):
+    for key in ("latency_new_tokens", "latency_batch_size", "forgetting_measure"):
         row[key] = evaluation.get(key, np.nan)
     row["loss_curve"] = list(train.get("loss_curve") or [])
     return row

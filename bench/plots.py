@@ -1,4 +1,5 @@
-"""Paper-column figures from the flattened runs: loss curves, F1 vs trainable parameters, memory, latency.
+"""Paper-column figures from the flattened runs: loss curves, F1 vs trainable parameters and vs forgetting,
+memory, latency.
 
 Each method keeps one colour in every figure (``METHOD_COLORS``). With several seeds, lines show the
 mean with a ±1 std band and points/bars carry ±1 std error bars. ``python -m bench.plots SWEEP_DIR``
@@ -136,22 +137,39 @@ def _clamp(ax: plt.Axes, key: str) -> None:
 
 def f1_vs_params(runs: pd.DataFrame, *, quality: str = "f1_micro", cost: str = "trainable_params") -> Figure:
     """Quality against trainable parameters (log x); the Pareto front of method means is marked."""
+    return tradeoff(runs, quality=quality, cost=cost, log_x=True)
+
+
+def f1_vs_forgetting(runs: pd.DataFrame) -> Figure:
+    """Task F1 against the base ability lost (bench/forgetting.py), the measure named on the x axis."""
+    kinds = " / ".join(sorted(runs["forgetting_measure"].dropna().unique()))
+    fig = tradeoff(runs, quality="f1_micro", cost="forgetting", log_x=False,
+                   xlabel=f"{metric('forgetting').heading}: base ability lost ({kinds})")
+    fig.axes[0].axvline(0.0, color="0.75", lw=0.6, zorder=1)   # the base's own ability, kept whole
+    return fig
+
+
+def tradeoff(runs: pd.DataFrame, *, quality: str, cost: str, log_x: bool, xlabel: str | None = None) -> Figure:
+    """Method means of ``quality`` against ``cost`` (±1 std both ways); the Pareto front of the means is marked."""
     with plt.rc_context(STYLE):
         fig, ax = _figure(3.0)
         q, c = per_method(runs, quality), per_method(runs, cost)
-        points = pd.DataFrame({cost: c["mean"], quality: q["mean"], "err": q["std"]}).dropna(subset=[cost, quality])
+        points = pd.DataFrame({cost: c["mean"], quality: q["mean"], "err": q["std"], "xerr": c["std"]}
+                              ).dropna(subset=[cost, quality])
         for method, row in points.iterrows():
-            ax.errorbar(row[cost], row[quality], yerr=None if np.isnan(row["err"]) else row["err"], fmt="o",
+            ax.errorbar(row[cost], row[quality], yerr=None if np.isnan(row["err"]) else row["err"],
+                        xerr=None if np.isnan(row["xerr"]) or log_x else row["xerr"], fmt="o",
                         ms=4.5, color=color(method), capsize=2, lw=0.8, label=method, zorder=3)
         front = points[pareto_front(points, [cost, quality])].sort_values(cost)
         if not front.empty:
             ax.step(front[cost], front[quality], where="post", color="0.4", ls="--", lw=0.8, zorder=2,
                     label="Pareto front")
             ax.scatter(front[cost], front[quality], s=70, facecolors="none", edgecolors="0.2", lw=0.8, zorder=4)
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis, *ax.get_xlim())
+        if log_x:
+            ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis, *ax.get_xlim())
         _clamp(ax, quality)
-        ax.set_xlabel(f"{metric(cost).heading} (log)")
+        ax.set_xlabel(xlabel or f"{metric(cost).heading}{' (log)' if log_x else ''}")
         ax.set_ylabel(metric(quality).heading)
         _legend(fig, ax)
     return fig
@@ -191,6 +209,8 @@ def figures(runs: pd.DataFrame) -> dict[str, Figure]:
         suffix = f"-{model}-{task}"
         out["loss_curves" + suffix] = loss_curves(group)
         out["f1_vs_params" + suffix] = f1_vs_params(group)
+        if group["forgetting"].notna().any():   # runs recorded before forgetting was measured have none
+            out["f1_vs_forgetting" + suffix] = f1_vs_forgetting(group)
         out["peak_memory" + suffix] = bars(group, "mem_measured_bytes")
         out["latency_p50" + suffix] = bars(group, "latency_ms_p50")
     return out

@@ -25,7 +25,7 @@ from bench.results import write_atomic
 log = logging.getLogger(__name__)
 
 TABLE = ("mem_measured_bytes", "mem_estimate_bytes", "trainable_pct", "train_time_s", "f1_micro", "f1_macro",
-         "eval_time_s", "latency_ms_p50", "adapter_bytes")
+         "forgetting", "eval_time_s", "latency_ms_p50", "adapter_bytes")
 KEYS = ["model", "task", "method"]
 INFERENCE = ("infer_ms_adapter", "infer_ms_merged", "infer_ms_base", "merged_agreement")
 
@@ -135,6 +135,22 @@ def inference(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, disable_numparse=True)
 
 
+FORGETTING = {"source_task": "F1 micro on the source task the tiny base was trained on",
+              "general_text": "mean log-likelihood per token of general English text (nats; bench/assets)"}
+
+
+def forgetting_note(runs: pd.DataFrame) -> str | None:
+    """What the Forgetting column of one (model, task) measured, and the base's score, read from the runs."""
+    ok = runs[(runs["status"] == "success") & runs["forgetting"].notna()]
+    if ok.empty:
+        return None
+    kinds = sorted(ok["forgetting_measure"].dropna().unique())
+    what = "; ".join(FORGETTING.get(k, k) for k in kinds)
+    return (f"Forgetting: the base's ability before tuning minus after ({what}; the base scored "
+            f"{ok['forgetting_before'].mean():.3f}); positive where ability was lost, negative where tuning "
+            "improved it (`bench/forgetting.py`).")
+
+
 def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> str:
     """The whole Markdown report: one table per (model, task), then the runs that did not succeed."""
     counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
@@ -145,8 +161,11 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> str:
         align = ["left", "left", "right"] + ["right"] * len(TABLE)
         text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)   # keep "0.980", not 0.98
         parts += [f"## {model} · {task}\n", text + "\n"]
+        mine = runs[(runs["model"] == model) & (runs["task"] == task)]
+        note = forgetting_note(mine)
+        if note:
+            parts.append(note + "\n")
         if group["infer_ms_adapter_mean"].notna().any():
-            mine = runs[(runs["model"] == model) & (runs["task"] == task)]
             setting = mine[["latency_new_tokens", "latency_batch_size"]].dropna().head(1)
             how = (f"exactly {int(setting.iloc[0, 0])} new tokens per record, batch {int(setting.iloc[0, 1])}"
                    if not setting.empty else "fixed-length generation")

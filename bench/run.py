@@ -43,7 +43,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import torch
     import transformers
 
-    from bench import base, data, evaluate, measure, memory, modeling, train
+    from bench import base, data, evaluate, forgetting, measure, memory, modeling, train
     import tasks
 
     exact = measure.track_cpu_tensors(cfg.train.cpu_mmap_threshold)
@@ -56,6 +56,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     mem_baseline = measure.current_memory()   # before the model exists: the estimate covers what comes after
     tokenizer, model, base_info = modeling.load(cfg, tiny_base)
     validate.check_model(cfg, model)
+    ability = forgetting.before(model, tokenizer, cfg, base_info)   # the base's own, before any method touches it
     model_config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
     tokenizer.save_pretrained(out / "tokenizer")
     transformers.set_seed(int(cfg.seed))  # after the base, which may have been built (and drawn numbers) just now
@@ -113,6 +114,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                       generate_fn=generate_fn)
     if rank != 0:   # rank 0 alone saves, times inference and writes
         return {"phases": phases}
+    metrics.update(forgetting.after(trained, tokenizer, cfg, base_info, ability))   # before latency merges for good
     sizes = _call(cfg.method.saver, trained, out, cfg.method)
     summary = _call(cfg.method.hooks.summary, trained, hooks.state)
     results.write_jsonl(out / "predictions.jsonl", rows)
