@@ -23,10 +23,12 @@ from bench import model_checks
 from bench.errors import ConfigError, InputError  # noqa: F401  (InputError: callers import both from here)
 
 POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
-            "task.max_length", "task.max_new_tokens", "eval.max_new_tokens")
+            "task.max_length", "task.max_new_tokens", "eval.max_new_tokens", "forgetting.window",
+            "forgetting.max_tokens", "forgetting.batch_size")
 OPTIONAL_COUNTS = ("eval.max_records", "task.max_train_records", "task.max_eval_records")
 CHOICES = {"train.schedule": ("cosine", "linear", "constant"), "deepspeed.precision": ("auto", "fp16", "bf16", "fp32"),
-           "model.source": ("tiny", "hub", "local", "package")}
+           "model.source": ("tiny", "hub", "local", "package"),
+           "forgetting.measure": ("auto", "general_text", "source_task", "none")}
 ZERO_STAGES = (1,)   # the ZeRO stages built and tested here (evaluation and saving read every weight on every rank)
 CALLABLES = ("builder", "saver", "loader")   # and every entry of method.hooks
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length")

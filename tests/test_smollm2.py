@@ -109,12 +109,13 @@ def test_an_unreachable_hub_model_is_refused_in_seconds(tmp_path):
 
 @needs_model
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", "prefix_tuning"])
-def test_real_model_trains_through_the_launcher_and_reproduces(tmp_path, method):
+@pytest.mark.parametrize(("method", "lr"), [("lora", "5.0e-3"), ("prefix_tuning", "3.0e-3")])
+def test_real_model_trains_through_the_launcher_and_reproduces(tmp_path, method, lr):
     out = tmp_path / method
     env = {**child_env(), "PEFTBENCH_CACHE": CACHE}
     cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "1", "--no_local_rank", "--module",
-           "bench.run", "model=smollm2_135m", f"method={method}", f"cache_dir={CACHE}", f"out_dir={out}", *SHORT]
+           "bench.run", "model=smollm2_135m", f"method={method}", f"method.lr={lr}", f"cache_dir={CACHE}", f"out_dir={out}",
+           *SHORT]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     result = json.loads((out / "result.json").read_text())
     assert done.returncode == 0, result["run_info"].get("error") or done.stderr[-3000:]
