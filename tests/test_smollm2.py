@@ -25,7 +25,7 @@ CACHE = os.environ.get("PEFTBENCH_CACHE") or str(ROOT / ".cache" / "peftbench") 
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # A few steps on short English records: enough for the loss to fall, seconds a step on 2 cores.
 SHORT = ["task=triples_synth_en", "train.steps=6", "train.micro_batch_size=8", "train.log_every=2", "train.warmup_ratio=0",
-         "eval.max_records=8", "eval.batch_size=8", "task.max_new_tokens=48", "eval.latency.records=4",
+         "eval.max_records=4", "eval.batch_size=4", "task.max_new_tokens=48", "eval.latency.records=4",
          "eval.latency.new_tokens=4", "eval.latency.repeats=1", "task.generator.n_train=64"]
 
 
@@ -123,5 +123,26 @@ def test_real_model_trains_through_the_launcher_and_reproduces(tmp_path, method,
     assert sum(curve[-2:]) < sum(curve[:2]), f"{method} loss did not fall on the real model: {curve}"
     assert result["base_info"]["gguf_file"].endswith(FILE) and result["train_info"]["answers_cut"] == 0
     check = subprocess.run([sys.executable, "-m", "bench.reproduce", str(out), "--batch-size", "1",
-                            "--batch-size", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                            "--batch-size", "4"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
+
+
+@needs_model
+@pytest.mark.matrix
+@pytest.mark.parametrize("method", ["full", "freeze", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2",
+                                    "lora", "adalora", "vblora"])
+def test_every_method_on_the_real_model_through_the_launcher(tmp_path, method):
+    """All nine on SmolLM2 (grouped-query attention under the prefix methods, text-initialised prompt tuning
+    with its real tokenizer, freeze of the last 4 of 30 layers, merging) at a tiny budget: ``make test-models``."""
+    out = tmp_path / method
+    env = {**child_env(), "PEFTBENCH_CACHE": CACHE}
+    cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "1", "--no_local_rank", "--module",
+           "bench.run", "model=smollm2_135m", f"method={method}", "method.layers=4", f"cache_dir={CACHE}",
+           f"out_dir={out}", *SHORT, "train.steps=2", "eval.max_records=4", "task.max_new_tokens=8"]
+    cmd = [c for c in cmd if c != "method.layers=4" or method == "freeze"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    result = json.loads((out / "result.json").read_text())
+    assert done.returncode == 0, result["run_info"].get("error") or done.stderr[-3000:]
+    train = result["train_info"]
+    assert all(x == x for x in train["loss_curve"]) and train["trainable_params"] > 0
+    assert result["eval_info"]["forgetting_measure"] == "general_text"
