@@ -53,7 +53,7 @@ base:  ## build (or find) the cached tiny base for MODEL and TASK
 test:  ## the test suite (CPU, no network; the model matrix is `make test-models`)
 	$(PY) -m pytest -q -m "not matrix"
 
-test-models:  ## every method on tiny_codellama and tiny_glm through the real launcher (~6 min)
+test-models:  ## every method on tiny_codellama, tiny_glm and the real smollm2_135m through the real launcher
 	$(PY) -m pytest -q -m matrix
 
 test-fast:  ## unit and config tests only
