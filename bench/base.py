@@ -45,9 +45,9 @@ def deepspeed_section(cfg: Any) -> DictConfig:
     merges it (``make base`` and the sweep build bases from the unvalidated config), and ``auto`` resolved, which
     is fp32 on CPU and fp16 on a GPU: a cache shared between machines must not hand one the other's base."""
     section = OmegaConf.to_container(cfg.deepspeed, resolve=True)
-    extra = {**validate.deepspeed_json(cfg.deepspeed), **(section.get("extra") or {})}
     prec = train.precision(cfg.deepspeed)
-    return OmegaConf.create({**section, "json_file": None, "extra": extra, "precision": prec})
+    return OmegaConf.create({**section, "json_file": None, "extra": validate.deepspeed_extra(cfg.deepspeed),
+                             "precision": prec})
 
 
 def base_key(cfg: Any, vocab: list[str]) -> str:

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-import hydra
 import torch
 
 from bench import base, evaluate, train
@@ -112,13 +111,14 @@ def before(model: Any, tokenizer: Any, cfg: Any, base_info: dict[str, Any]) -> d
     return {"forgetting_measure": kind, "forgetting_before": score}
 
 
-def after(model: Any, tokenizer: Any, cfg: Any, base_info: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    """The trained model's ability (adapter enabled, the method's own generation) and the ability lost since."""
+def after(model: Any, tokenizer: Any, cfg: Any, base_info: dict[str, Any], before: dict[str, Any], *,
+          generate_fn: evaluate.Generate | None = None) -> dict[str, Any]:
+    """The trained model's ability (adapter enabled, the method's own generation: ``generate_fn``, the YAML's
+    ``hooks.generate`` as the run resolved it) and the ability lost since."""
     kind = before["forgetting_measure"]
     if kind == "none":
         return {**before, "forgetting_after": None, "forgetting": None}
-    hook = cfg.method.hooks.generate
-    score = ability(model, tokenizer, cfg, kind, hydra.utils.get_method(hook) if hook else None)
+    score = ability(model, tokenizer, cfg, kind, generate_fn)
     lost = before["forgetting_before"] - score
     log.info("forgetting: %.4f on %s after tuning (%+.4f lost)", score, kind, lost)
     return {**before, "forgetting_after": score, "forgetting": lost}

@@ -28,14 +28,15 @@ from bench import results, validate
 log = logging.getLogger(__name__)
 
 
-def _call(dotted: str | None, *args: Any) -> Any:
-    """Call the function a YAML names by dotted path; None names nothing."""
-    return hydra.utils.get_method(dotted)(*args) if dotted else None
-
-
 def _method_fn(dotted: str | None) -> Any:
     """The function a method YAML names by dotted path (None where it names none)."""
     return hydra.utils.get_method(dotted) if dotted else None
+
+
+def _call(dotted: str | None, *args: Any) -> Any:
+    """Call the function a YAML names by dotted path; None names nothing."""
+    fn = _method_fn(dotted)
+    return fn(*args) if fn else None
 
 
 def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                       generate_fn=generate_fn)
     if rank != 0:   # rank 0 alone saves, times inference and writes
         return {"phases": phases}
-    metrics.update(forgetting.after(trained, tokenizer, cfg, base_info, ability))   # before latency merges for good
+    metrics.update(forgetting.after(trained, tokenizer, cfg, base_info, ability, generate_fn=generate_fn))   # before latency merges for good
     sizes = _call(cfg.method.saver, trained, out, cfg.method)
     summary = _call(cfg.method.hooks.summary, trained, hooks.state)
     results.write_jsonl(out / "predictions.jsonl", rows)
@@ -189,7 +190,7 @@ def _validated(cfg: DictConfig, run_info: dict[str, Any]) -> DictConfig:
     run_info["deepspeed_json"] = from_file
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        cfg.deepspeed.extra = {**from_file, **OmegaConf.to_container(cfg.deepspeed.extra or {}, resolve=True)}
+        cfg.deepspeed.extra = validate.deepspeed_extra(cfg.deepspeed)
     return cfg
 
 

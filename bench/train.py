@@ -155,14 +155,6 @@ def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    """``values`` averaged over the data-parallel ranks: each rank's loss is on its own batches."""
-    import torch.distributed as dist
-
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    return sum_over_ranks(values) / world
-
-
 def warm_up() -> None:
     """A throwaway engine for a 20-parameter model: DeepSpeed loads its code (imports, the CPU accelerator's
     shared-memory op) here, ~130 MB of RSS that would otherwise count as the run's memory. ~2 s, once."""

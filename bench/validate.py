@@ -147,6 +147,15 @@ def _zero_stage(cfg: Any) -> None:
                               '"stage": 1 in it, or leave zero_optimization to deepspeed.zero_stage')
 
 
+def deepspeed_extra(ds_cfg: Any) -> dict[str, Any]:
+    """``deepspeed.extra`` over the parsed ``json_file``: the settings merged into the generated DeepSpeed JSON."""
+    from omegaconf import OmegaConf
+
+    extra = ds_cfg.get("extra") or {}
+    return {**deepspeed_json(ds_cfg), **(OmegaConf.to_container(extra, resolve=True) if OmegaConf.is_config(extra)
+                                         else dict(extra))}
+
+
 def deepspeed_json(ds_cfg: Any) -> dict[str, Any]:
     """The parsed ``deepspeed.json_file`` ({} when unset); errors name the file and line."""
     name = ds_cfg.get("json_file")
