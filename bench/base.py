@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,29 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bench import chartok, data, evaluate, modeling, results, train, validate
+from bench import chartok, data, evaluate, modeling, results, splits, train, validate
+from bench.taskcfg import pretrain, primary, source_task
+from bench.errors import ConfigError
 import tasks
 
 log = logging.getLogger(__name__)
-BASE_FORMAT = 3  # bump when the way a base is built changes, so old caches are never reused silently
+BASE_FORMAT = 4  # bump when the way a base is built changes, so old caches are never reused silently
 BUILD_TRAIN_KEYS = ("schedule", "warmup_ratio", "grad_clip")   # the train.* keys a base build reads
 
 
-def source_task(task_cfg: Any) -> DictConfig:
-    """The task config of the source schema: the target task with the base task's generator."""
-    return OmegaConf.merge(task_cfg, {"train_file": None, "eval_file": None, **task_cfg.base_task})
+def check_learned(cfg: Any, info: dict[str, Any]) -> None:
+    """A base that did not learn its source task (its primary metric short of ``base_task.min_score``) is refused."""
+    floor = cfg.task.base_task.get("min_score")
+    if floor is None:
+        return
+    value, higher = info["source_score"], info["source_higher_is_better"]
+    if (value >= floor) if higher else (value <= floor):
+        return
+    raise ConfigError(
+        f"the tiny base {info['key']} of model={cfg.model.name} scored {info['source_metric']}={value:.4f} on its "
+        f"source task {info['source_task']}, {'below' if higher else 'above'} task.base_task.min_score={floor}: it "
+        f"learned too little for a method to adapt. Raise its budget (task.base_task.pretrain.steps; now "
+        f"{pretrain(cfg).steps}) or its data, or set task.base_task.min_score=null to accept it")
 
 
 def corpus_texts(records: list[dict[str, str]], task_cfg: Any) -> list[str]:
@@ -57,7 +70,8 @@ def base_key(cfg: Any, vocab: list[str]) -> str:
     ds = deepspeed_section(cfg)
     spec = {
         "format": BASE_FORMAT,
-        "model": {k: _plain(cfg.model.get(k)) for k in ("arch", "dtype", "attn_implementation", "pretrain")},
+        "model": {k: _plain(cfg.model.get(k)) for k in ("arch", "dtype", "attn_implementation")},
+        "pretrain": _plain(pretrain(cfg)),
         "source_task": _plain(source_task(cfg.task)),
         "train": {k: _plain(cfg.train[k]) for k in BUILD_TRAIN_KEYS},
         "deepspeed": {k: _plain(ds[k]) for k in ("precision", "zero_stage", "extra")},
@@ -75,10 +89,9 @@ def _plain(value: Any) -> Any:
 
 def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str, Any]:
     """Full-train a fresh tiny model on the source schema, score it, save it to ``dest``."""
-    pre = cfg.model.pretrain
+    pre = pretrain(cfg)
     model = modeling.build_tiny(cfg.model, len(tokenizer), int(pre.seed), modeling.special_ids(tokenizer))
-    task = tasks.module(src_task)
-    examples = data.encode(task.load_split(src_task, "train"), tokenizer, src_task)
+    examples = data.encode(splits.load(src_task, "train"), tokenizer, src_task)
     train.ensure_distributed()
     ds_cfg = deepspeed_section(cfg)
     ds = train.deepspeed_config(ds_cfg, micro_batch_size=int(pre.micro_batch_size), grad_accum=1,
@@ -88,7 +101,7 @@ def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str
     stream = data.batches(examples, int(pre.micro_batch_size), pad_id=tokenizer.pad_token_id, seed=int(pre.seed),
                           group_by_length=True)
     fit = train.fit(engine, stream, steps=int(pre.steps), grad_accum=1, log_every=50, desc="base")
-    scores, _ = evaluate.evaluate(engine.module, tokenizer, task.load_split(src_task, "eval"), src_task,
+    scores, _ = evaluate.evaluate(engine.module, tokenizer, splits.load(src_task, "test"), src_task,
                                   batch_size=int(cfg.eval.batch_size), max_new_tokens=int(src_task.max_new_tokens))
     engine.module.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
@@ -97,15 +110,17 @@ def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"source_f1_micro": scores["f1_micro"], "source_loss_first": fit["loss_curve"][0],
+    name, higher = primary(src_task)
+    return {"source_metric": name, "source_score": scores[name], "source_higher_is_better": higher,
+            "source_scores": scores, "source_loss_first": fit["loss_curve"][0],
             "source_loss_final": fit["final_loss"], "train_time_s": fit["train_time_s"]}
 
 
 def tokenizer_and_key(cfg: Any) -> tuple[Any, str]:
     """The base's character tokenizer (source and target texts) and its cache key; nothing is built."""
     src_task = source_task(cfg.task)
-    texts = corpus_texts(tasks.module(src_task).load_split(src_task, "train"), src_task)
-    texts += corpus_texts(tasks.module(cfg.task).load_split(cfg.task, "train"), cfg.task)
+    texts = corpus_texts(splits.load(src_task, "train"), src_task)
+    texts += corpus_texts(splits.load(cfg.task, "train"), cfg.task)
     tokenizer = chartok.build(texts)
     vocab = tokenizer.get_vocab()
     return tokenizer, base_key(cfg, sorted(vocab, key=vocab.__getitem__))
@@ -141,15 +156,20 @@ def ensure(cfg: Any) -> dict[str, Any]:
         else:
             built_now = False
     info = json.loads(meta_path.read_text())
+    check_learned(cfg, info)
     return {**info, "path": str(path), "built_in_this_run": built_now}
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Build (or find) the base of the configured tiny model and task."""
-    info = ensure(cfg)
-    log.info("base %s at %s (source F1 %.3f, built in %.0f s)", info["key"], info["path"],
-             info["source_f1_micro"], info["build_time_s"])
+    try:
+        info = ensure(cfg)
+    except validate.InputError as err:
+        log.error("invalid: %s", err)
+        sys.exit(2)
+    log.info("base %s at %s (source %s %.3f, built in %.0f s)", info["key"], info["path"], info["source_metric"],
+             info["source_score"], info["build_time_s"])
 
 
 if __name__ == "__main__":

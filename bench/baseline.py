@@ -21,7 +21,7 @@ from bench import metrics, report
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2   # 2: the fingerprint holds world_size and precision (what a run computes beyond its config)
+FORMAT = 3   # 3: entries carry their task's metric declaration (task_metrics, primary_metric)
 # Config keys that say where a run lives, not what it computes. The config hash keeps cache_dir, so
 # configs are diffed key by key instead of by hash; the base itself is checked by its key.
 LOCATION_KEYS = ("seed", "out_dir", "cache_dir")
@@ -73,10 +73,10 @@ def _number(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def metric_stats(row: pd.Series, seeds: int) -> dict[str, dict[str, Any]]:
-    """Mean, std (null for one seed) and n of every declared metric the entry recorded."""
+def metric_stats(row: pd.Series, seeds: int, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Mean, std (null for one seed) and n of each of ``keys`` the entry recorded."""
     stats = {}
-    for key in metrics.METRICS:
+    for key in keys:
         mean = _number(row[f"{key}_mean"])
         if mean is not None:
             stats[key] = {"mean": mean, "std": _number(row[f"{key}_std"]), "n": seeds}
@@ -86,7 +86,8 @@ def metric_stats(row: pd.Series, seeds: int) -> dict[str, dict[str, Any]]:
 def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     """One entry per (model, task, method) with a successful seed; the others are logged and left out."""
     runs = report.load_runs(Path(sweep_dir), extra=run_extra)
-    summary = report.summarize(runs, keys=tuple(metrics.METRICS))
+    keys = [*metrics.task_keys(runs), *metrics.BENCH]
+    summary = report.summarize(runs, keys=keys)
     groups = dict(list(runs.groupby(report.KEYS, sort=False)))
     entries = []
     for _, row in summary.iterrows():
@@ -103,7 +104,9 @@ def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
             "model": row["model"], "task": row["task"], "method": row["method"], "status": row["status"],
             "seeds": sorted(int(s) for s in ok["seed"]), "config": configs[0],
             "fingerprint": {k: merged(fp[k] for fp in ok["_fingerprint"]) for k in FINGERPRINT},
-            "metrics": metric_stats(row, len(ok)),
+            "primary_metric": merged(ok["primary_metric"]),
+            "task_metrics": json.loads(ok["task_metrics"].dropna().iloc[0]) if ok["task_metrics"].notna().any() else [],
+            "metrics": metric_stats(row, len(ok), keys),
         })
     return entries
 
@@ -122,7 +125,8 @@ def pack(entries: list[dict[str, Any]], *, name: str, sweep_dir: str) -> dict[st
     packed = [{**e, "config": {k: v for k, v in e["config"].items() if k not in config},
                "fingerprint": {k: v for k, v in e["fingerprint"].items() if k not in fingerprint}}
               for e in entries]
-    directions = {k: "higher" if m.higher_is_better else "lower" for k, m in metrics.METRICS.items()}
+    cat = metrics.catalog(e["task_metrics"] for e in entries)
+    directions = {k: "higher" if m.higher_is_better else "lower" for k, m in cat.items()}
     return {"format": FORMAT, "name": name, "sweep_dir": sweep_dir,
             "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "directions": directions, "fingerprint": fingerprint, "config": config, "entries": packed}

@@ -9,7 +9,9 @@ The rule (numbers in conf/compare.yaml): a metric is unchanged while |delta| ≤
     allowed = floor                                         otherwise (one seed: the floor alone)
     floor   = max(abs, rel · |baseline mean|)               per metric
 
-and beyond it "improved" or "regressed" by the direction bench/metrics.py declares. The noise term is
+and beyond it "improved" or "regressed" by the metric's declared direction: the task's ``metric_list`` (carried
+by every result JSON and baseline entry) for its metrics, bench/metrics.py for the harness's own. A task may
+declare each metric's floor (``tolerance``); conf/compare.yaml overrides it. The noise term is
 Welch's statistic with a fixed critical value instead of a p-value: it needs no scipy, it is the same
 standard error Welch's t-test uses, and with the 2–5 seeds a sweep affords a p-value would mostly
 measure how badly a std of three numbers is estimated. k = 3 is p ≈ 0.04 two-sided at three seeds a
@@ -40,7 +42,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench import baseline, metrics, plots
+from bench import baseline, metrics
+from bench.registry import method_order
 from bench.results import write_json
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class Row:
     allowed: float = math.nan
     rule: str = ""
     verdict: str = "unchanged"
+    spec: metrics.Metric | None = None    # the metric's declaration: direction, label, digits
 
     @property
     def delta(self) -> float:
@@ -76,9 +80,15 @@ def load_rules(path: Path = RULES) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
-def allowed_delta(key: str, base: dict[str, Any], cur: dict[str, Any], rules: dict[str, Any]) -> tuple[float, str]:
-    """The largest |delta| still "unchanged", and which term set it ("tol" or "noise")."""
-    tol = {**rules["tolerance"]["default"], **rules["tolerance"].get(key, {})}
+def allowed_delta(m: metrics.Metric, base: dict[str, Any], cur: dict[str, Any],
+                  rules: dict[str, Any]) -> tuple[float, str]:
+    """The largest |delta| still "unchanged", and which term set it ("tol" or "noise").
+
+    The floor: the rules' default, over it the task's declared ``tolerance`` for its metric, over that the rules'
+    entry for the metric (conf/compare.yaml overrides a task's declaration).
+    """
+    declared = {"abs": m.floor[0], "rel": m.floor[1]} if m.floor else {}
+    tol = {**rules["tolerance"]["default"], **declared, **rules["tolerance"].get(m.key, {})}
     floor = max(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)) * abs(base["mean"]))
     if base["n"] >= 2 and cur["n"] >= 2 and base["std"] is not None and cur["std"] is not None:
         noise = float(rules["k"]) * math.sqrt(base["std"] ** 2 / base["n"] + cur["std"] ** 2 / cur["n"])
@@ -87,31 +97,34 @@ def allowed_delta(key: str, base: dict[str, Any], cur: dict[str, Any], rules: di
     return floor, "tol"
 
 
-def judge(key: str, delta: float, allowed: float) -> str:
+def judge(m: metrics.Metric, delta: float, allowed: float) -> str:
     """unchanged within ``allowed`` (plus float slack), else improved or regressed by the metric's direction."""
     if abs(delta) <= allowed + 1e-12 * max(1.0, abs(allowed)):
         return "unchanged"
-    return "improved" if delta * metrics.metric(key).sign > 0 else "regressed"
+    return "improved" if delta * m.sign > 0 else "regressed"
 
 
-def judged_metrics(rules: dict[str, Any], noisy: bool) -> list[str]:
-    """The declared metrics a verdict covers: all deterministic ones, the noisy ones when asked."""
-    return [k for k, m in metrics.METRICS.items() if noisy or bool(rules.get("noisy")) or not m.noisy]
+def judged_metrics(rules: dict[str, Any], noisy: bool, cat: metrics.Catalog) -> list[metrics.Metric]:
+    """The metrics a verdict covers: the task's declared ones first, then the harness's deterministic ones, the
+    noisy ones when asked."""
+    ordered_keys = sorted(cat, key=lambda k: k in metrics.BENCH)
+    return [cat[k] for k in ordered_keys if noisy or bool(rules.get("noisy")) or not cat[k].noisy]
 
 
 def compare_entry(label: tuple[str, str, str], base: dict[str, Any], cur: dict[str, Any],
-                  *, keys: list[str], rules: dict[str, Any]) -> list[Row]:
-    """One row per metric of one (model, task, method)."""
+                  *, rules: dict[str, Any], noisy: bool) -> list[Row]:
+    """One row per metric of one (model, task, method), each judged by the direction its task declares."""
+    cat = metrics.catalog([base.get("task_metrics") or [], cur.get("task_metrics") or []])
     rows = []
-    for key in keys:
-        b, c = base["metrics"].get(key), cur["metrics"].get(key)
+    for m in judged_metrics(rules, noisy, cat):
+        b, c = base["metrics"].get(m.key), cur["metrics"].get(m.key)
         if b is None and c is None:
             continue
         if b is None or c is None:
-            rows.append(Row(label, key, b, c, verdict="new" if b is None else "missing"))
+            rows.append(Row(label, m.key, b, c, verdict="new" if b is None else "missing", spec=m))
             continue
-        allowed, rule = allowed_delta(key, b, c, rules)
-        rows.append(Row(label, key, b, c, allowed, rule, judge(key, c["mean"] - b["mean"], allowed)))
+        allowed, rule = allowed_delta(m, b, c, rules)
+        rows.append(Row(label, m.key, b, c, allowed, rule, judge(m, c["mean"] - b["mean"], allowed), spec=m))
     return rows
 
 
@@ -122,7 +135,7 @@ def label_of(entry: dict[str, Any]) -> tuple[str, str, str]:
 
 def ordered(labels: set[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """Entries by model, task, then methods in the figures' order."""
-    rank = {m: i for i, m in enumerate(plots.method_order(m for _, _, m in labels))}
+    rank = {m: i for i, m in enumerate(method_order(m for _, _, m in labels))}
     return sorted(labels, key=lambda x: (x[0], x[1], rank[x[2]]))
 
 
@@ -130,14 +143,14 @@ def compare(base: list[dict[str, Any]], cur: list[dict[str, Any]], rules: dict[s
             noisy: bool = False) -> list[Row]:
     """Every row of the verdict: matched entries metric by metric, missing and new entries whole."""
     b, c = {label_of(e): e for e in base}, {label_of(e): e for e in cur}
-    keys, rows = judged_metrics(rules, noisy), []
+    rows: list[Row] = []
     for label in ordered(set(b) | set(c)):
         if label not in c:
             rows.append(Row(label, None, None, None, verdict="missing"))
         elif label not in b:
             rows.append(Row(label, None, None, None, verdict="new"))
         else:
-            rows += compare_entry(label, b[label], c[label], keys=keys, rules=rules)
+            rows += compare_entry(label, b[label], c[label], rules=rules, noisy=noisy)
     return rows
 
 
@@ -185,18 +198,17 @@ def fingerprint_notes(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> 
     return notes
 
 
-def number(key: str, value: float, *, signed: bool = False) -> str:
+def number(m: metrics.Metric, value: float, *, signed: bool = False) -> str:
     """A stored value in display units, one digit finer than the report's (counts stay whole)."""
-    digits = metrics.metric(key).digits
-    return f"{metrics.shown(key, value):{'+' if signed else ''},.{digits + 1 if digits else 0}f}"
+    return f"{value / m.scale:{'+' if signed else ''},.{m.digits + 1 if m.digits else 0}f}"
 
 
-def stat_text(key: str, stats: dict[str, Any] | None) -> str:
+def stat_text(m: metrics.Metric, stats: dict[str, Any] | None) -> str:
     """"mean" for one seed, "mean ± std (n=k)" for several; "—" when absent."""
     if not stats:
         return "—"
-    text = number(key, stats["mean"])
-    return text + (f" ± {number(key, stats['std'])} (n={stats['n']})" if stats["n"] >= 2 and stats["std"] is not None
+    text = number(m, stats["mean"])
+    return text + (f" ± {number(m, stats['std'])} (n={stats['n']})" if stats["n"] >= 2 and stats["std"] is not None
                    else "")
 
 
@@ -206,12 +218,12 @@ def table_line(row: Row) -> str:
     if row.metric is None:
         text = "no successful run in this sweep" if row.verdict == "missing" else "not in the baseline"
         return f"| {model} | {task} | {method} | (all) | — | — | — | {text} | **{row.verdict}** |"
-    key, m = row.metric, metrics.metric(row.metric)
-    delta = number(key, row.delta, signed=True) if not math.isnan(row.delta) else "—"
-    allowed = f"±{number(key, row.allowed)} ({row.rule})" if row.rule else "—"
+    m = row.spec or metrics.metric(row.metric)
+    delta = number(m, row.delta, signed=True) if not math.isnan(row.delta) else "—"
+    allowed = f"±{number(m, row.allowed)} ({row.rule})" if row.rule else "—"
     verdict = f"**{row.verdict}**" if row.verdict in FAILING else row.verdict
     return (f"| {model} | {task} | {method} | {m.heading} {'↑' if m.higher_is_better else '↓'} | "
-            f"{stat_text(key, row.base)} | {stat_text(key, row.cur)} | {delta} | {allowed} | {verdict} |")
+            f"{stat_text(m, row.base)} | {stat_text(m, row.cur)} | {delta} | {allowed} | {verdict} |")
 
 
 def markdown(rows: list[Row], *, title: str, notes: list[str], changed_only: bool = False) -> str:

@@ -9,3 +9,7 @@ class InputError(ValueError):
 
 class ConfigError(InputError):
     """A config value the run cannot use."""
+
+
+class DataError(InputError):
+    """A data file or record a task cannot use; the message names the file and the fix."""

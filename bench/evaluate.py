@@ -10,9 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench import data
+from bench import data, taskcfg
 from bench.train import sum_over_ranks, token_cross_entropy
-import tasks
 
 Generate = Callable[..., torch.Tensor]   # fn(model, input_ids, attention_mask, **generate kwargs) -> new ids
 
@@ -39,7 +38,7 @@ def interleave(shards: list[list[Any]]) -> list[Any]:
 @torch.no_grad()
 def eval_loss(model: Any, examples: list[dict[str, list[int]]], *, batch_size: int, pad_id: int,
               rank: int = 0, world: int = 1) -> float:
-    """Token-weighted cross-entropy on the answer tokens of the eval split (each rank takes every world-th).
+    """Token-weighted cross-entropy on the answer tokens of a split (each rank takes every world-th).
 
     The model gets no labels: its own loss may add a method's regularizer (AdaLoRA's), which is not the task's.
     """
@@ -107,12 +106,11 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int,
 def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg: Any, *, batch_size: int,
              max_new_tokens: int, rank: int = 0, world: int = 1,
              generate_fn: Generate | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Scores and timings for the eval split, and one prediction row per record.
+    """Scores and timings for the test split, and one prediction row per record.
 
     With ``world`` ranks each generates every world-th record and every rank gets all answers back:
     tokens/s is the ranks' tokens over the slowest rank's wall time.
     """
-    task = tasks.module(task_cfg)
     prompts = [data.prompt_text(r, task_cfg, tokenizer) for r in records[rank::world]]
     start = time.perf_counter()
     answers, latency, n_tokens = generate(model, tokenizer, prompts, batch_size=batch_size,
@@ -124,12 +122,12 @@ def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg
     shards = from_every_rank((answers, latency, n_tokens, wall), world=world)   # one collective for all four
     answers, latency = interleave([s[0] for s in shards]), interleave([s[1] for s in shards])
     n_tokens, wall = sum(s[2] for s in shards), max(s[3] for s in shards)
-    metrics = task.score(answers, [r["output"] for r in records])
+    metrics = taskcfg.scored(task_cfg, answers, [r["output"] for r in records])
     ms = np.array(latency) * 1000
     metrics.update({"latency_ms_mean": float(ms.mean()), "latency_ms_p50": float(np.percentile(ms, 50)),
                     "latency_ms_p95": float(np.percentile(ms, 95)), "gen_tokens_per_s": n_tokens / wall,
                     "generated_tokens": n_tokens, "eval_time_s": wall})
-    rows = [{"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "prediction": a}
+    rows = [{**{k: v for k, v in r.items() if k != "output"}, "reference": r["output"], "prediction": a}
             for r, a in zip(records, answers)]
     return metrics, rows
 

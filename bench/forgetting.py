@@ -5,12 +5,13 @@ the trained model as it is evaluated (``after``, adapter enabled). Which ability
 
 - ``general_text``: next-token cross-entropy on general English that is not the task's (peft's method
   comparison measures forgetting this way); the text ships with the project (``bench/assets``, CC0).
-- ``source_task``: the F1 micro of the source task a tiny base was trained on (``bench.base``): a tiny
-  model has no general English, its source task is all it knew.
+- ``source_task``: the primary metric of the source task a tiny base was trained on (``bench.base``), on its
+  test split: a tiny model has no general English, its source task is all it knew.
 - ``auto``: ``source_task`` where the run has a tiny base with a source task, else ``general_text``.
 
-Both abilities are recorded so that higher is better (F1; mean log-likelihood per token, which is minus the
-cross-entropy), so ``forgetting = before − after`` for every measure: positive where ability was lost.
+Both abilities are recorded so that higher is better (the source metric, negated where its task declares lower
+is better; mean log-likelihood per token, which is minus the cross-entropy), so ``forgetting = before − after`` for
+every measure: positive where ability was lost.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from typing import Any
 
 import torch
 
-from bench import base, evaluate, train
+from bench import base, evaluate, splits, taskcfg, train
 from bench.errors import ConfigError
-import tasks
 
 log = logging.getLogger(__name__)
 MEASURES = ("auto", "general_text", "source_task", "none")
@@ -81,20 +81,21 @@ def text_log_likelihood(model: Any, rows: list[list[int]], *, batch_size: int) -
     return -total / count
 
 
-def source_f1(model: Any, tokenizer: Any, cfg: Any, generate_fn: evaluate.Generate | None = None) -> float:
-    """F1 micro on the source task's eval split, generated as the base was scored when it was built."""
-    src = base.source_task(cfg.task)
-    records = tasks.module(src).load_split(src, "eval")
-    scores, _ = evaluate.evaluate(model, tokenizer, records, src, batch_size=int(cfg.eval.batch_size),
+def source_score(model: Any, tokenizer: Any, cfg: Any, generate_fn: evaluate.Generate | None = None) -> float:
+    """The source task's primary metric on its test split (higher is better), generated as the base was scored
+    when it was built: the score bench.base records for the base as ``source_score``."""
+    src = taskcfg.source_task(cfg.task)
+    scores, _ = evaluate.evaluate(model, tokenizer, splits.load(src, "test"), src, batch_size=int(cfg.eval.batch_size),
                                   max_new_tokens=int(src.max_new_tokens), generate_fn=generate_fn)
-    return float(scores["f1_micro"])   # the score bench.base records for the base: source_f1_micro
+    name, higher = taskcfg.primary(src)
+    return float(scores[name]) if higher else -float(scores[name])
 
 
 def ability(model: Any, tokenizer: Any, cfg: Any, kind: str, generate_fn: evaluate.Generate | None = None) -> float:
     """The model's score on ``kind``, higher is better; the run's random numbers are left as they were."""
     with torch.random.fork_rng(devices=[]), _precision(cfg, next(model.parameters()).device):
         if kind == "source_task":
-            return source_f1(model, tokenizer, cfg, generate_fn)
+            return source_score(model, tokenizer, cfg, generate_fn)
         f = cfg.forgetting
         rows = windows(tokenizer, general_text(), window=int(f.window), max_tokens=int(f.max_tokens))
         return text_log_likelihood(model, rows, batch_size=int(f.batch_size))

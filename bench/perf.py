@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import chartok, data, evaluate, modeling, results, train
+from bench import chartok, data, evaluate, modeling, results, splits, train
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,12 +98,12 @@ def padding(cfg: DictConfig, examples: list) -> dict[str, Any]:
     size = int(cfg.train.micro_batch_size)
     out = {"triples_synth": {g: data.pad_share(examples, size, seed=0, group_by_length=g) for g in (True, False)}}
     if SPO.is_file():
-        from tasks import triples
+        import tasks
 
-        records = triples.load_file(SPO, instruction=cfg.task.instruction)
-        task = hydra.compose(config_name="config", overrides=["task=triples", f"task.train_file={SPO}",
-                                                              f"task.eval_file={SPO}"]).task
-        tok = chartok.build(triples.prompt(r, task) + r["output"] for r in records)
+        task = hydra.compose(config_name="config", overrides=["task=triples", f"task.data.train={SPO}",
+                                                              f"task.data.test={SPO}"]).task
+        records = splits.load(task, "train")
+        tok = chartok.build(tasks.module(task).prompt(r, task) + r["output"] for r in records)
         spo = data.encode(records, tok, task)
         out["spo"] = {g: data.pad_share(spo, size, seed=0, group_by_length=g) for g in (True, False)}
     return {name: {"grouped": v[True], "ungrouped": v[False]} for name, v in out.items()}
@@ -150,16 +150,13 @@ def table(report: dict[str, Any]) -> str:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Measure and write ``results/perf/perf.json``."""
-    import tasks
-
     steps, repeats = int(cfg.get("perf_steps", 30)), int(cfg.get("perf_repeats", 5))
     tokenizer, model, _ = modeling.load(cfg)
-    task = tasks.module(cfg.task)
-    examples = data.encode(task.load_split(cfg.task, "train"), tokenizer, cfg.task)
+    examples = data.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
     train.ensure_distributed()
     report = {"step_time": [step_ratio(cfg, model, examples, tokenizer.pad_token_id, method=m, steps=steps,
                                        repeats=repeats) for m in ("lora", "prefix_tuning", "full")]}
-    report["eval"] = eval_speed(model, tokenizer, task.load_split(cfg.task, "eval"), cfg.task,
+    report["eval"] = eval_speed(model, tokenizer, splits.load(cfg.task, "test"), cfg.task,
                                 batch_size=int(cfg.eval.batch_size), max_new_tokens=int(cfg.eval.max_new_tokens))
     report["padding"] = padding(cfg, examples)
     out = ROOT / "results" / "perf"

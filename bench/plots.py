@@ -1,5 +1,5 @@
-"""Paper-column figures from the flattened runs: loss curves, F1 vs trainable parameters and vs forgetting,
-memory, latency.
+"""Paper-column figures from the flattened runs: loss curves, the task's primary metric vs trainable parameters
+and vs forgetting, memory, latency.
 
 Each method keeps one colour in every figure (``METHOD_COLORS``). With several seeds, lines show the
 mean with a ±1 std band and points/bars carry ±1 std error bars. ``python -m bench.plots SWEEP_DIR``
@@ -12,9 +12,8 @@ import logging
 import os
 import sys
 import tempfile
-import zlib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import matplotlib
 
@@ -25,35 +24,17 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from bench.metrics import metric, pareto_front, shown  # noqa: E402
+from bench.metrics import Catalog, catalog_of, metric, pareto_front, primary, shown  # noqa: E402
+from bench.registry import MEM_KINDS, METHOD_COLORS, color, method_order  # noqa: E402,F401  (plots.* kept)
 
 log = logging.getLogger(__name__)
 logging.getLogger("fontTools").setLevel(logging.WARNING)   # PDF font subsetting is chatty at INFO
 
-# One colour per method, in the order tables and figures list methods (colour-blind safe first).
-METHOD_COLORS: dict[str, str] = {
-    "full": "#222222", "freeze": "#8c8c8c", "prompt_tuning": "#e69f00", "p_tuning": "#d55e00",
-    "prefix_tuning": "#cc79a7", "p_tuning_v2": "#7b4fa0", "lora": "#0072b2", "adalora": "#56b4e9",
-    "vblora": "#009e73",
-}
-_SPARE = ("#bcbd22", "#17becf", "#8c564b", "#e377c2", "#9edae5", "#393b79")
-MEM_KINDS = {"cpu_peak_rss": "CPU peak RSS", "cpu_rss_train_peak": "CPU RSS", "cuda_allocated": "CUDA allocated"}
 MEMORY = ("peak_mem_bytes", "mem_measured_bytes")
 WIDTH_IN = 3.4                                   # one paper column
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
          "legend.fontsize": 6.5, "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 300,
          "pdf.fonttype": 42}
-
-
-def color(method: str) -> str:
-    """The method's fixed colour; a method not listed gets a spare colour chosen by its name."""
-    return METHOD_COLORS.get(method) or _SPARE[zlib.crc32(method.encode()) % len(_SPARE)]
-
-
-def method_order(methods: Iterable[str]) -> list[str]:
-    """Methods in ``METHOD_COLORS`` order, unknown ones after them alphabetically."""
-    rank = {m: i for i, m in enumerate(METHOD_COLORS)}
-    return sorted(set(methods), key=lambda m: (rank.get(m, len(rank)), m))
 
 
 def per_method(runs: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -126,24 +107,24 @@ def _plain_log_ticks(axis: Any, low: float, high: float) -> None:
     axis.set_minor_formatter(FuncFormatter(label))
 
 
-def _clamp(ax: plt.Axes, key: str) -> None:
+def _clamp(ax: plt.Axes, key: str, cat: Catalog | None) -> None:
     """Keep the y range inside the metric's bounds (plus a margin), e.g. F1 never below 0."""
-    bounds = metric(key).bounds
+    bounds = metric(key, cat).bounds
     if bounds:
         low, high = ax.get_ylim()
         margin = 0.03 * (bounds[1] - bounds[0])
         ax.set_ylim(max(low, bounds[0] - margin), min(high, bounds[1] + margin))
 
 
-def f1_vs_params(runs: pd.DataFrame, *, quality: str = "f1_micro", cost: str = "trainable_params") -> Figure:
-    """Quality against trainable parameters (log x); the Pareto front of method means is marked."""
+def quality_vs_params(runs: pd.DataFrame, *, quality: str, cost: str = "trainable_params") -> Figure:
+    """The task's primary metric against trainable parameters (log x); the Pareto front of method means is marked."""
     return tradeoff(runs, quality=quality, cost=cost, log_x=True)
 
 
-def f1_vs_forgetting(runs: pd.DataFrame) -> Figure:
-    """Task F1 against the base ability lost (bench/forgetting.py), the measure named on the x axis."""
+def quality_vs_forgetting(runs: pd.DataFrame, *, quality: str) -> Figure:
+    """The task's primary metric against the base ability lost (bench/forgetting.py), the measure named on x."""
     kinds = " / ".join(sorted(runs["forgetting_measure"].dropna().unique()))
-    fig = tradeoff(runs, quality="f1_micro", cost="forgetting", log_x=False,
+    fig = tradeoff(runs, quality=quality, cost="forgetting", log_x=False,
                    xlabel=f"{metric('forgetting').heading}: base ability lost ({kinds})")
     fig.axes[0].axvline(0.0, color="0.75", lw=0.6, zorder=1)   # the base's own ability, kept whole
     return fig
@@ -151,6 +132,7 @@ def f1_vs_forgetting(runs: pd.DataFrame) -> Figure:
 
 def tradeoff(runs: pd.DataFrame, *, quality: str, cost: str, log_x: bool, xlabel: str | None = None) -> Figure:
     """Method means of ``quality`` against ``cost`` (±1 std both ways); the Pareto front of the means is marked."""
+    cat = catalog_of(runs)
     with plt.rc_context(STYLE):
         fig, ax = _figure(3.0)
         q, c = per_method(runs, quality), per_method(runs, cost)
@@ -160,7 +142,7 @@ def tradeoff(runs: pd.DataFrame, *, quality: str, cost: str, log_x: bool, xlabel
             ax.errorbar(row[cost], row[quality], yerr=None if np.isnan(row["err"]) else row["err"],
                         xerr=None if np.isnan(row["xerr"]) or log_x else row["xerr"], fmt="o",
                         ms=4.5, color=color(method), capsize=2, lw=0.8, label=method, zorder=3)
-        front = points[pareto_front(points, [cost, quality])].sort_values(cost)
+        front = points[pareto_front(points, [cost, quality], cat)].sort_values(cost)
         if not front.empty:
             ax.step(front[cost], front[quality], where="post", color="0.4", ls="--", lw=0.8, zorder=2,
                     label="Pareto front")
@@ -168,9 +150,9 @@ def tradeoff(runs: pd.DataFrame, *, quality: str, cost: str, log_x: bool, xlabel
         if log_x:
             ax.set_xscale("log")
             _plain_log_ticks(ax.xaxis, *ax.get_xlim())
-        _clamp(ax, quality)
-        ax.set_xlabel(xlabel or f"{metric(cost).heading}{' (log)' if log_x else ''}")
-        ax.set_ylabel(metric(quality).heading)
+        _clamp(ax, quality, cat)
+        ax.set_xlabel(xlabel or f"{metric(cost, cat).heading}{' (log)' if log_x else ''}")
+        ax.set_ylabel(metric(quality, cat).heading)
         _legend(fig, ax)
     return fig
 
@@ -203,14 +185,19 @@ def _bar_label(runs: pd.DataFrame, key: str) -> str:
 
 
 def figures(runs: pd.DataFrame) -> dict[str, Figure]:
-    """Every figure, named ``<kind>-<model>-<task>``, one set per (model, task) in the runs."""
+    """Every figure, named ``<kind>-<model>-<task>``, one set per (model, task) in the runs; the quality figures
+    plot the task's declared primary metric and are named after it (``f1_micro_vs_params-…``)."""
     out: dict[str, Figure] = {}
     for (model, task), group in runs.groupby(["model", "task"], sort=True):
         suffix = f"-{model}-{task}"
         out["loss_curves" + suffix] = loss_curves(group)
-        out["f1_vs_params" + suffix] = f1_vs_params(group)
-        if group["forgetting"].notna().any():   # runs recorded before forgetting was measured have none
-            out["f1_vs_forgetting" + suffix] = f1_vs_forgetting(group)
+        quality = primary(group[group["status"] == "success"])
+        if quality is None:
+            log.warning("%s · %s: no successful run declares a primary metric; no quality figures", model, task)
+        else:
+            out[f"{quality}_vs_params{suffix}"] = quality_vs_params(group, quality=quality)
+            if group["forgetting"].notna().any():   # runs recorded before forgetting was measured have none
+                out[f"{quality}_vs_forgetting{suffix}"] = quality_vs_forgetting(group, quality=quality)
         out["peak_memory" + suffix] = bars(group, "mem_measured_bytes")
         out["latency_p50" + suffix] = bars(group, "latency_ms_p50")
     return out
@@ -242,11 +229,15 @@ def write_figures(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.plots SWEEP_DIR``: figures only."""
-    from bench import report
+    import argparse
+
+    from bench.metrics import load_runs
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = report.parse_args(argv, "Figures of a sweep's result JSONs.")
-    pngs = write_figures(report.load_runs(args.sweep_dir), args.sweep_dir / "report" / "figures")
+    parser = argparse.ArgumentParser(description="Figures of a sweep's result JSONs.")
+    parser.add_argument("sweep_dir", type=Path, help="folder holding <model>/<task>/<method>/seed<k>/result.json")
+    args = parser.parse_args(argv)
+    pngs = write_figures(load_runs(args.sweep_dir), args.sweep_dir / "report" / "figures")
     log.info("figures: %s", ", ".join(map(str, pngs)))
     return 0
 

@@ -3,8 +3,9 @@
 ``python -m bench.report SWEEP_DIR`` writes, under ``SWEEP_DIR/report/``: ``table.md`` (one table per
 model × task, then the runs that did not succeed), ``table.tex`` (booktabs), ``table.csv`` (the same
 summary as numbers: ``<metric>_mean``/``_std`` in stored units), ``runs.csv`` (one row per run) and the
-figures (see bench.plots). With several seeds a cell is "mean ± std" over the successful seeds; the best
-value of each column is bold, "best" read from bench.metrics.
+figures (see bench.plots). Each table shows the task's declared metrics (its primary metric first) between
+the harness's cost columns. With several seeds a cell is "mean ± std" over the successful seeds; the best
+value of each column is bold, "best" read from the declared directions (bench.metrics).
 """
 
 from __future__ import annotations
@@ -15,39 +16,22 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
 from bench import metrics, plots
+from bench.metrics import Catalog
+from bench.metrics import load_runs  # noqa: F401  (report.load_runs: the frame every table is built from)
+from bench.registry import MEM_KINDS
 from bench.results import write_atomic
 
 log = logging.getLogger(__name__)
 
-TABLE = ("mem_measured_bytes", "mem_estimate_bytes", "trainable_pct", "train_time_s", "f1_micro", "f1_macro",
-         "forgetting", "eval_time_s", "latency_ms_p50", "adapter_bytes")
+COST = ("mem_measured_bytes", "mem_estimate_bytes", "trainable_pct", "train_time_s")   # before the task's metrics
+AFTER = ("forgetting", "eval_time_s", "latency_ms_p50", "adapter_bytes")                # after them
 KEYS = ["model", "task", "method"]
 INFERENCE = ("infer_ms_adapter", "infer_ms_merged", "infer_ms_base", "merged_agreement")
-
-
-def load_runs(sweep_dir: Path, extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> pd.DataFrame:
-    """Every ``result.json`` under ``sweep_dir`` as one flat row, methods in the figures' order.
-
-    ``extra(record)`` adds columns of its own to each row (bench.compare: config and fingerprint).
-    """
-    rows = []
-    for path in sorted(Path(sweep_dir).rglob("result.json")):
-        try:
-            record = json.loads(path.read_text())
-            rows.append({**metrics.flatten(record, path), **(extra(record) if extra else {})})
-        except (json.JSONDecodeError, OSError) as err:
-            log.warning("skipping unreadable %s: %s", path, err)
-    if not rows:
-        raise FileNotFoundError(f"no result.json under {sweep_dir}; run `python -m bench.sweep` first")
-    runs = pd.DataFrame(rows)
-    rank = {m: i for i, m in enumerate(plots.method_order(runs["method"].dropna()))}
-    runs["_rank"] = runs["method"].map(rank)
-    return runs.sort_values(["model", "task", "_rank", "seed"]).drop(columns="_rank").reset_index(drop=True)
 
 
 def status_text(statuses: pd.Series) -> str:
@@ -60,8 +44,15 @@ def status_text(statuses: pd.Series) -> str:
     return f"{ok}/{len(statuses)} success, {parts}" if ok else parts
 
 
-def summarize(runs: pd.DataFrame, keys: Sequence[str] = TABLE + INFERENCE) -> pd.DataFrame:
-    """One row per (model, task, method): status, seed counts and mean/std of each of ``keys``."""
+def columns(runs: pd.DataFrame) -> list[str]:
+    """The table's metric columns for ``runs``: cost, then the tasks' declared metrics, then the rest."""
+    return [*COST, *metrics.task_keys(runs), *AFTER]
+
+
+def summarize(runs: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (model, task, method): status, seed counts and mean/std of each of ``keys`` (the table's
+    columns and the inference figures by default)."""
+    keys = [*columns(runs), *INFERENCE] if keys is None else keys
     rows = []
     for (model, task, method), group in runs.groupby(KEYS, sort=False):
         ok = group[group["status"] == "success"]
@@ -81,39 +72,48 @@ def _tex(text: str) -> str:
     return text.replace("×", r"$\times$")
 
 
-def cell(mean: float, std: float, key: str, *, best: bool, tex: bool) -> str:
+def cell(mean: float, std: float, key: str, *, best: bool, tex: bool, cat: Catalog | None = None) -> str:
     """"mean ± std" in display units (std only with several seeds), bold where best."""
     if math.isnan(mean):
         return "--" if tex else "—"
-    digits = metrics.metric(key).digits
-    text = f"{metrics.shown(key, mean):,.{digits}f}"
+    digits = metrics.metric(key, cat).digits
+    text = f"{metrics.shown(key, mean, cat):,.{digits}f}"
     if not math.isnan(std):
-        text += (r" $\pm$ " if tex else " ± ") + f"{metrics.shown(key, std):,.{digits}f}"
+        text += (r" $\pm$ " if tex else " ± ") + f"{metrics.shown(key, std, cat):,.{digits}f}"
     if best:
         text = rf"\textbf{{{text}}}" if tex else f"**{text}**"
     return text
 
 
-def _best(means: pd.Series, key: str) -> pd.Series:
+def _best(means: pd.Series, key: str, cat: Catalog) -> pd.Series:
     """True where the mean is the column's best (ties included; nothing bold when all are equal)."""
-    signed = means * metrics.metric(key).sign
+    signed = means * metrics.metric(key, cat).sign
     return (signed == signed.max()) & (signed < signed.max()).any()
 
 
-def table(summary: pd.DataFrame, *, tex: bool = False) -> pd.DataFrame:
-    """The display table of one (model, task): text cells under headings with units."""
+def table(summary: pd.DataFrame, keys: Sequence[str], cat: Catalog, *, tex: bool = False) -> pd.DataFrame:
+    """The display table of one (model, task): text cells under headings with units and direction arrows."""
     esc = _tex if tex else str
-    kinds = " / ".join(plots.MEM_KINDS.get(k, k) for k in sorted(set(summary["mem_kind"]) - {""}))
+    kinds = " / ".join(MEM_KINDS.get(k, k) for k in sorted(set(summary["mem_kind"]) - {""}))
     out = pd.DataFrame({"Method": summary["method"].map(esc), "Status": summary["status"].map(esc),
                         "Seeds": summary["seeds"].astype(str)})
-    for key in TABLE:
-        heading = metrics.metric(key).heading
+    for key in keys:
+        m = metrics.metric(key, cat)
+        heading = m.heading
         if key == "mem_measured_bytes" and kinds:
             heading = f"{heading[:-1]}, {kinds})"
-        best = _best(summary[f"{key}_mean"], key)
-        out[esc(heading)] = [cell(m, s, key, best=b, tex=tex) for m, s, b in
-                             zip(summary[f"{key}_mean"], summary[f"{key}_std"], best)]
+        heading += (r" $\uparrow$" if tex else " ↑") if m.higher_is_better else (r" $\downarrow$" if tex else " ↓")
+        best = _best(summary[f"{key}_mean"], key, cat)
+        out[esc(heading) if not tex else _tex_heading(heading)] = [
+            cell(mn, sd, key, best=b, tex=tex, cat=cat)
+            for mn, sd, b in zip(summary[f"{key}_mean"], summary[f"{key}_std"], best)]
     return out
+
+
+def _tex_heading(heading: str) -> str:
+    """A heading for LaTeX: the text escaped, the arrow left as math."""
+    text, _, arrow = heading.rpartition(" $")
+    return f"{_tex(text)} ${arrow}"
 
 
 def inference(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
@@ -135,7 +135,7 @@ def inference(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, disable_numparse=True)
 
 
-FORGETTING = {"source_task": "F1 micro on the source task the tiny base was trained on",
+FORGETTING = {"source_task": "the primary metric of the source task the tiny base was trained on",
               "general_text": "mean log-likelihood per token of general English text (nats; bench/assets)"}
 
 
@@ -151,17 +151,27 @@ def forgetting_note(runs: pd.DataFrame) -> str | None:
             "improved it (`bench/forgetting.py`).")
 
 
-def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> str:
+def groups(runs: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, pd.DataFrame]]:
+    """Each (model, task) of the summary with its summary rows and its runs."""
+    for (model, task), group in summary.groupby(["model", "task"], sort=False):
+        yield model, task, group, runs[(runs["model"] == model) & (runs["task"] == task)]
+
+
+def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str, cat: Catalog) -> str:
     """The whole Markdown report: one table per (model, task), then the runs that did not succeed."""
     counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
     parts = [f"# {title}\n", f"{len(runs)} runs: {counts}. Mean ± std over successful seeds where there are "
-             "several; bold marks the best value of a column (direction from `bench/metrics.py`).\n"]
-    for (model, task), group in summary.groupby(["model", "task"], sort=False):
-        shown = table(group)
-        align = ["left", "left", "right"] + ["right"] * len(TABLE)
+             "several; bold marks the best value of a column, ↑/↓ which way is better (declared by the task for "
+             "its metrics, by `bench/metrics.py` for the rest).\n"]
+    for model, task, group, mine in groups(runs, summary):
+        keys = columns(mine)
+        shown = table(group, keys, cat)
+        align = ["left", "left", "right"] + ["right"] * len(keys)
         text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)   # keep "0.980", not 0.98
+        primary = metrics.primary(mine)
         parts += [f"## {model} · {task}\n", text + "\n"]
-        mine = runs[(runs["model"] == model) & (runs["task"] == task)]
+        if primary:
+            parts.append(f"Primary metric: {metrics.metric(primary, cat).label} (`{primary}`), as the task declares.\n")
         note = forgetting_note(mine)
         if note:
             parts.append(note + "\n")
@@ -178,11 +188,11 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str) -> str:
     return "\n".join(parts)
 
 
-def latex(summary: pd.DataFrame) -> str:
+def latex(runs: pd.DataFrame, summary: pd.DataFrame, cat: Catalog) -> str:
     """One booktabs ``table`` per (model, task)."""
     blocks = ["% generated by bench.report; needs \\usepackage{booktabs}\n"]
-    for (model, task), group in summary.groupby(["model", "task"], sort=False):
-        shown = table(group, tex=True)
+    for model, task, group, mine in groups(runs, summary):
+        shown = table(group, columns(mine), cat, tex=True)
         caption = _tex(f"{model} on {task}: mean ± std over seeds; best of each column in bold.").replace(
             "±", r"$\pm$")
         blocks.append(shown.to_latex(index=False, escape=False, column_format="ll" + "r" * (len(shown.columns) - 2),
@@ -194,11 +204,11 @@ def write_report(sweep_dir: Path, *, figures: bool = True) -> dict[str, Any]:
     """Tables (and figures) of ``sweep_dir`` under ``sweep_dir/report``; returns what was written where."""
     sweep_dir = Path(sweep_dir)
     runs, out = load_runs(sweep_dir), sweep_dir / "report"
-    summary = summarize(runs)
+    summary, cat = summarize(runs), metrics.catalog_of(runs)
     written: dict[str, Any] = {name: out / name for name in ("table.md", "table.csv", "table.tex", "runs.csv")}
-    write_atomic(written["table.md"], markdown(runs, summary, f"Sweep report: {sweep_dir.resolve().name}"))
+    write_atomic(written["table.md"], markdown(runs, summary, f"Sweep report: {sweep_dir.resolve().name}", cat))
     write_atomic(written["table.csv"], summary.to_csv(index=False))
-    write_atomic(written["table.tex"], latex(summary))
+    write_atomic(written["table.tex"], latex(runs, summary, cat))
     write_atomic(written["runs.csv"], runs.drop(columns="loss_curve").to_csv(index=False))
     written["figures"] = plots.write_figures(runs, out / "figures") if figures else []
     written["runs"], written["failed"] = len(runs), int((runs["status"] != "success").sum())

@@ -50,9 +50,9 @@ def quality(metrics: dict[str, Any], score_keys: set[str]) -> dict[str, Any]:
 
 def rescore(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The task's scores of saved prediction rows."""
-    import tasks
+    from bench import taskcfg
 
-    return tasks.module(cfg.task).score([r["prediction"] for r in rows], [r["reference"] for r in rows])
+    return taskcfg.scored(cfg.task, [r["prediction"] for r in rows], [r["reference"] for r in rows])
 
 
 def regenerate(cfg: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int,
@@ -62,8 +62,9 @@ def regenerate(cfg: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]],
 
     from bench import data, evaluate
 
-    prompts = [data.prompt_text({"instruction": r["instruction"], "input": r["input"], "output": r["reference"]},
-                                cfg.task, tokenizer) for r in rows]
+    records = [{**{k: v for k, v in r.items() if k not in ("reference", "prediction")}, "output": r["reference"]}
+               for r in rows]
+    prompts = [data.prompt_text(record, cfg.task, tokenizer) for record in records]
     hook = None if plain or not cfg.method.hooks.generate else hydra.utils.get_method(cfg.method.hooks.generate)
     new = int(cfg.eval.max_new_tokens)
     answers, _, _ = evaluate.generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=new,

@@ -44,14 +44,12 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import torch
     import transformers
 
-    from bench import base, data, evaluate, forgetting, measure, memory, modeling, train
-    import tasks
+    from bench import base, data, evaluate, forgetting, measure, memory, modeling, splits, taskcfg, train
 
     exact = measure.track_cpu_tensors(cfg.train.cpu_mmap_threshold)
     phases = {"process_start": _process_start(), "imported": time.time()}
-    task = tasks.module(cfg.task)
-    train_records = task.load_split(cfg.task, "train")
-    eval_records = task.load_split(cfg.task, "eval")[: cfg.eval.max_records or None]
+    train_records = splits.load(cfg.task, "train")
+    eval_records = splits.load(cfg.task, "test")[: cfg.eval.max_records or None]   # scored once, at the end
     hydra.utils.get_method(cfg.method.builder)  # imports the method's module (peft): code is not the model's memory
     tiny_base = base.ensure(cfg) if cfg.model.source == "tiny" else None   # a base built now: before the baseline
     mem_baseline = measure.current_memory()   # before the model exists: the estimate covers what comes after
@@ -128,7 +126,9 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
                   "eval_answers_cut": data.answers_cut(eval_examples),
                   "pad_share": data.pad_share(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
                                               group_by_length=bool(cfg.train.group_by_length))}
-    return {"train_info": train_info, "eval_info": metrics, "base_info": base_info, "phases": phases}
+    task_info = {**taskcfg.task_info(cfg.task), "splits": splits.sizes(cfg.task), "test_records": len(eval_records)}
+    return {"train_info": train_info, "eval_info": metrics, "task_info": task_info, "base_info": base_info,
+            "phases": phases}
 
 
 def execute(cfg: DictConfig) -> int:

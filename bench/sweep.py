@@ -90,12 +90,22 @@ def build_base(cfg: DictConfig, model: str, task: str, *, root: Path) -> str | N
     code = run_logged(cmd, out / "base.log")
     if code:
         log.error("base of %s for %s failed (exit %d); see %s", model, task, code, out / "base.log")
-        return f"the tiny base did not build (exit {code}); see {out / 'base.log'}"
+        why = _last_error(out / "base.log") if code == 2 else f"exit {code}"
+        return f"{INVALID_BASE if code == 2 else ''}the tiny base did not build ({why}); see {out / 'base.log'}"
     log.info("base of %s for %s ready in %s", model, task, hms(time.perf_counter() - start))
     return None
 
 
-def record_failure(out: Path, cell: Cell, error: str) -> None:
+INVALID_BASE = "invalid: "   # a base refused for its input (exit 2): its cells are invalid, not failed
+
+
+def _last_error(log_path: Path) -> str:
+    """The message of the base build's refusal: its log's last "invalid:" line."""
+    lines = [ln for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if "invalid:" in ln]
+    return lines[-1].split("invalid:", 1)[1].strip() if lines else "exit 2"
+
+
+def record_failure(out: Path, cell: Cell, error: str, *, status: str = "failed") -> None:
     """A failed result for a cell that ended without recording one (crash, kill, bad override)."""
     path = out / "result.json"
     try:
@@ -103,7 +113,7 @@ def record_failure(out: Path, cell: Cell, error: str) -> None:
     except (OSError, ValueError):
         names = {"model": {"name": cell.model}, "task": {"name": cell.task}, "method": {"name": cell.method}}
         record = {"run_info": {"config": {**names, "seed": cell.seed}, "seed": cell.seed}}
-    record["run_info"].update(status="failed", error=error, log_path=str(out / "run.log"), recorded_by="bench.sweep")
+    record["run_info"].update(status=status, error=error, log_path=str(out / "run.log"), recorded_by="bench.sweep")
     results.write_json(path, record)
 
 
@@ -113,8 +123,9 @@ def run_cell(cfg: DictConfig, cell: Cell, root: Path, *, base_error: str | None 
     shutil.rmtree(out, ignore_errors=True)      # every file of a cell comes from one attempt
     out.mkdir(parents=True)
     if base_error:
-        record_failure(out, cell, base_error)
-        return "failed"
+        status = "invalid" if base_error.startswith(INVALID_BASE) else "failed"
+        record_failure(out, cell, base_error.removeprefix(INVALID_BASE), status=status)
+        return status
     code = run_logged([*launcher(cfg), *run_overrides(cfg, cell, out)], out / "run.log")
     status = status_of(out / "result.json")
     if status in (None, "running"):

@@ -25,7 +25,8 @@ from bench.errors import ConfigError, InputError  # noqa: F401  (InputError: cal
 POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
             "task.max_length", "task.max_new_tokens", "eval.max_new_tokens", "forgetting.window",
             "forgetting.max_tokens", "forgetting.batch_size")
-OPTIONAL_COUNTS = ("eval.max_records", "task.max_train_records", "task.max_eval_records")
+OPTIONAL_COUNTS = ("eval.max_records", "task.data.max_records.train", "task.data.max_records.validation",
+                   "task.data.max_records.test")
 CHOICES = {"train.schedule": ("cosine", "linear", "constant"), "deepspeed.precision": ("auto", "fp16", "bf16", "fp32"),
            "model.source": ("tiny", "hub", "local", "package"),
            "forgetting.measure": ("auto", "general_text", "source_task", "none")}
@@ -178,15 +179,41 @@ def deepspeed_json(ds_cfg: Any) -> dict[str, Any]:
 
 
 def _data(cfg: Any) -> list[str]:
-    """The task module imports and its data passes the task's own ``check`` (when it has one)."""
+    """The task module has the functions the harness calls, the metrics are declared, every split loads and its
+    records make prompts, a tiny model has a source task; then the task's own ``check`` (when it has one)."""
     import tasks
+
+    from bench import splits, taskcfg
 
     try:
         task = tasks.module(cfg.task)
     except ImportError as err:
-        raise ConfigError(f"task.module={cfg.task.module} cannot be imported ({err}); "
-                          "name a module under tasks/") from err
-    return list(task.check(cfg.task)) if hasattr(task, "check") else []
+        raise ConfigError(f"task.module={cfg.task.module} cannot be imported ({err}); name an importable module "
+                          "(tasks/<name>.py, or any module on PYTHONPATH)") from err
+    needed = [*tasks.REQUIRED, *(["generate"] if cfg.task.get("generator") else [])]
+    missing = [name for name in needed if not callable(getattr(task, name, None))]
+    if missing:
+        raise ConfigError(f"task.module={cfg.task.module} has no {missing}; a task module defines {needed} "
+                          "(tasks/__init__.py, README \"Adding a task\")")
+    taskcfg.declared(cfg.task)
+    if cfg.model.source == "tiny":
+        taskcfg.source_task(cfg.task)
+    loaded = splits.load_all(cfg.task)
+    for split, records in loaded.items():
+        _prompts(cfg.task, task, split, records[:1])
+    return list(task.check(cfg.task, loaded)) if hasattr(task, "check") else []
+
+
+def _prompts(task_cfg: Any, task: Any, split: str, records: list[dict[str, str]]) -> None:
+    """The task's prompt builds from these records: a field it reads that the data lacks is named with the fix."""
+    from bench.errors import DataError
+
+    for record in records:
+        try:
+            task.prompt(record, task_cfg)
+        except KeyError as err:
+            raise DataError(f"task={task_cfg.name}, {split} split: the prompt reads field {err} that the records lack "
+                            f"(they have {sorted(record)}); map a file's key to it with task.data.fields") from err
 
 
 def skeleton(model_cfg: Any) -> Any:

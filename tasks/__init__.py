@@ -1,10 +1,25 @@
-"""Tasks: one module per task family (load_split, prompt, parse, score) plus a YAML naming it."""
+"""Tasks: one module per task family plus a YAML under conf/task/ naming it (README "Adding a task").
+
+The module is plain functions; bench/ calls only these and never names a task or its metrics:
+
+- ``prompt(record, task_cfg) -> str``: the model's input text; the answer (``record["output"]``) follows it.
+- ``score(predictions, references, task_cfg) -> dict``: every metric the YAML's ``metric_list`` declares
+  (more keys are kept in the result JSON as notes).
+- ``generate(task_cfg, *, n, seed) -> list[record]``: only for a YAML with a ``generator`` (synthetic data).
+- ``check(task_cfg, splits) -> list[str]``: optional; warnings about the loaded splits (a dict split → records),
+  or an ``InputError`` naming the file and fix.
+
+Records are dicts of strings with an ``output`` (the reference answer); bench/splits.py reads them from files
+(fields renamed by ``task.data.fields``) or the task's generator, and makes the train, validation and test splits.
+"""
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 from typing import Any
+
+REQUIRED = ("prompt", "score")
 
 
 def module(task_cfg: Any) -> ModuleType:

@@ -1,140 +1,113 @@
-"""Triple extraction: load records, build prompts, parse ``head_relation_tail`` lines, score."""
+"""Triple extraction: prompts, answers as ``head<sep>relation<sep>tail`` lines (or a JSON list), P/R/F1 scoring.
+
+``task.answer`` sets the answer form: ``format: lines`` with a ``separator`` (the seed's ``_`` by default; pick
+another, e.g. `` | ``, when labels or entities contain ``_``, as ``Work_For`` does) or ``format: json``, a JSON
+list of ``[head, relation, tail]``. References are parsed by the same rule as predictions.
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from bench.validate import InputError
+from bench.errors import ConfigError, DataError
 from tasks import synth
 
 Record = dict[str, str]
-KEY_SHAPES = (("instruction", "input", "output"), ("text", "answer"))
+Triple = tuple[str, str, str]
+FORMATS = ("lines", "json")
 
 
-class DataError(InputError):
-    """A data file or record the task cannot use; the message names the file and the fix."""
+def _form(task_cfg: Any) -> tuple[str, str]:
+    """The answer format and separator of the task (the seed's lines joined by ``_`` when unset)."""
+    answer = task_cfg.get("answer") or {}
+    form, sep = str(answer.get("format", "lines")), str(answer.get("separator", "_"))
+    if form not in FORMATS:
+        raise ConfigError(f"task.answer.format={form!r} is not one of {list(FORMATS)}")
+    if form == "lines" and (not sep.strip() or "\n" in sep):
+        raise ConfigError(f"task.answer.separator={sep!r} must hold a visible character and no newline")
+    return form, sep
 
 
-def _read_text(path: Path) -> str:
-    """The file as UTF-8 text; a file that cannot be read is a ``DataError`` naming it."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {err.start}); save it as UTF-8 JSON") from err
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read ({err.strerror or err}); check the path and its permissions") from err
+def render(triples: Iterable[Triple], task_cfg: Any) -> str:
+    """Triples as an answer text in the task's format."""
+    form, sep = _form(task_cfg)
+    triples = list(triples)
+    if form == "json":
+        return json.dumps([list(t) for t in triples], ensure_ascii=False)
+    return "\n".join(sep.join(t) for t in triples)
 
 
-def _read_json_records(path: Path) -> list[Any]:
-    """A JSON list or JSON Lines file; errors name the file and line."""
-    text = _read_text(path)
-    if text.lstrip().startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; "
-                            "fix the file (a JSON list or one JSON object per line)") from err
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: malformed JSON Lines record at line {lineno}, column {err.colno}: "
-                                f"{err.msg}; fix that line (one JSON object per line)") from err
-    return records
+def generate(task_cfg: Any, *, n: int, seed: int) -> list[Record]:
+    """Synthetic records (bench/splits.py asks for each split with its own seed), answers in the task's format."""
+    gen = task_cfg.generator
+    records = synth.generate(n, seed, gen.schema, language=gen.get("language", "zh"))
+    if _form(task_cfg) == ("lines", "_"):
+        return records                    # synth writes this form; its entries never hold "_"
+    return [{**r, "output": render(parse(r["output"], None)[0], task_cfg)} for r in records]
 
 
-def normalize(raw: Any, *, instruction: str, where: str) -> Record:
-    """Bring either key shape to ``{instruction, input, output}``."""
-    if isinstance(raw, dict) and all(k in raw for k in KEY_SHAPES[0]):
-        return {k: str(raw[k]) for k in KEY_SHAPES[0]}
-    if isinstance(raw, dict) and all(k in raw for k in KEY_SHAPES[1]):
-        return {"instruction": instruction, "input": str(raw["text"]), "output": str(raw["answer"])}
-    keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
-    raise DataError(f"{where}: record has keys {keys}; expected {list(KEY_SHAPES[0])} or {list(KEY_SHAPES[1])}")
-
-
-def load_file(path: str | Path, *, instruction: str, field: str = "task.train_file/task.eval_file") -> list[Record]:
-    """All records of a user's data file, validated; ``field`` is the config key the path came from."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{field}={path} is a directory, not a file; point it at a JSON or JSON Lines file")
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist or is not a file; set {field} to an existing file")
-    raw = _read_json_records(path)
-    if not isinstance(raw, list):
-        raise DataError(f"{path}: the JSON is a {type(raw).__name__}; expected a list of records (or JSON Lines)")
-    return [normalize(r, instruction=instruction, where=f"{path} record {i}") for i, r in enumerate(raw)]
-
-
-def load_split(task: Any, split: str) -> list[Record]:
-    """The ``train`` or ``eval`` split: generated when the task has a generator, else read from its file."""
-    gen = task.get("generator")
-    if gen:
-        n = gen.n_train if split == "train" else gen.n_eval
-        if int(n) <= 0:
-            raise DataError(f"task.generator.n_{split}={n} gives an empty {split} split; set it > 0")
-        seed = gen.seed if split == "train" else gen.seed + 1_000_003
-        return synth.generate(n, seed, gen.schema, language=gen.get("language", "zh"))
-    records = load_file(task[f"{split}_file"], instruction=task.instruction, field=f"task.{split}_file")
-    limit = task.get(f"max_{split}_records")
-    records = records[:limit] if limit else records
-    if not records:
-        raise DataError(f"task.{split}_file={task[f'{split}_file']} has no records; the {split} split must not be "
-                        "empty")
-    return records
-
-
-def format_problems(records: list[Record]) -> tuple[int, list[str]]:
-    """How many records have answer lines that are not ``head_relation_tail``, and a few such lines."""
+def format_problems(records: list[Record], task_cfg: Any) -> tuple[int, list[str]]:
+    """How many records have answers the task's format cannot parse, and a few such answers."""
     count, examples = 0, []
     for i, record in enumerate(records):
-        lines = (line.strip() for line in record["output"].split("\n"))
-        bad = [line for line in lines if line and len(line.split("_")) != 3]
+        bad = parse(record["output"], task_cfg)[1]
         count += bool(bad)
-        examples += [f"record {i}: {line!r}" for line in bad][: max(0, 3 - len(examples))]
+        if bad and len(examples) < 3:
+            examples.append(f"record {i}: {record['output'][:80]!r}")
     return count, examples
 
 
-def check(task: Any) -> list[str]:
-    """Both splits load, are non-empty and hold ``head_relation_tail`` answers; returns warnings.
-
-    Answers in another format are a warning (scored as unparseable) unless ``task.strict_format`` is true.
-    """
+def check(task_cfg: Any, splits: dict[str, list[Record]]) -> list[str]:
+    """Answers the format cannot parse are a warning (scored as unparseable) unless ``task.data.strict_format``."""
+    form, sep = _form(task_cfg)
+    shape = "a JSON list of [head, relation, tail]" if form == "json" else f"head{sep}relation{sep}tail lines"
     warnings = []
-    for split in ("train", "eval"):
-        records = load_split(task, split)
-        count, examples = format_problems(records)
+    for split, records in splits.items():
+        count, examples = format_problems(records, task_cfg)
         if not count:
             continue
-        where = f"task.{split}_file={task.get(f'{split}_file')}" if not task.get("generator") else f"{split} split"
-        text = (f"{where}: {count} of {len(records)} records have answer lines that are not head_relation_tail "
-                f"(e.g. {'; '.join(examples)})")
-        if task.get("strict_format"):
-            raise DataError(f"{text}; fix those lines, or set task.strict_format=false to only warn")
-        warnings.append(f"{text}; they score as unparseable; task.strict_format=true refuses such data")
+        text = (f"task {task_cfg.name}, {split} split: {count} of {len(records)} records have answers that are not "
+                f"{shape} (e.g. {'; '.join(examples)})")
+        if (task_cfg.get("data") or {}).get("strict_format"):
+            raise DataError(f"{text}; fix them, or set task.data.strict_format=false to only warn")
+        warnings.append(f"{text}; they score as unparseable; task.data.strict_format=true refuses such data")
     return warnings
 
 
 def prompt(record: Record, task_cfg: Any) -> str:
     """The model's input text; the answer follows it directly."""
-    return task_cfg.prompt_template.format(instruction=record["instruction"], input=record["input"])
+    return task_cfg.prompt_template.format(instruction=record.get("instruction", task_cfg.instruction),
+                                           input=record["input"])
 
 
-def parse(text: str) -> tuple[list[tuple[str, str, str]], int]:
-    """Triples in an answer, and the number of non-empty lines that did not split into three.
+def _json_triples(text: str) -> tuple[list[Triple], int]:
+    """Triples of a JSON answer; an answer that is not a JSON list counts as one bad line, a bad item as one."""
+    try:
+        items = json.loads(text) if text.strip() else []
+    except json.JSONDecodeError:
+        return [], 1
+    if not isinstance(items, list):
+        return [], 1
+    good = [tuple(str(p).strip() for p in item) for item in items if isinstance(item, list) and len(item) == 3]
+    return good, len(items) - len(good)
 
-    Each part is stripped: " a _ r _ b " is the triple a_r_b, so spacing around "_" never costs a match.
+
+def parse(text: str, task_cfg: Any = None) -> tuple[list[Triple], int]:
+    """Triples in an answer, and the number of non-empty lines (JSON items) that are not a triple.
+
+    Each part is stripped: " a _ r _ b " is the triple a_r_b, so spacing around the separator never costs a match.
+    ``task_cfg`` None: the seed's ``_`` lines.
     """
+    form, sep = _form(task_cfg) if task_cfg is not None else ("lines", "_")
+    if form == "json":
+        return _json_triples(text)
     triples, bad = [], 0
     for line in text.split("\n"):
         line = line.strip()
         if not line:
             continue
-        parts = line.split("_")
+        parts = line.split(sep)
         if len(parts) == 3:
             triples.append(tuple(p.strip() for p in parts))
         else:
@@ -143,6 +116,7 @@ def parse(text: str) -> tuple[list[tuple[str, str, str]], int]:
 
 
 def _prf(n_pred: int, n_gold: int, n_hit: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 from counts; 0 where a count is 0."""
     p = n_hit / n_pred if n_pred else 0.0
     r = n_hit / n_gold if n_gold else 0.0
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
@@ -155,18 +129,25 @@ def _record_f1(pred: set, gold: set) -> float:
     return _prf(len(pred), len(gold), len(pred & gold))[2]
 
 
-def score(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Micro P/R/F1 over all triples, the seed's macro (per-record) F1, exact match, parse-failure rate.
+Parsed = tuple[list[Any], int]   # an answer's items and how many of its lines (items) could not be read
 
-    ``gold_parse_fail`` counts the reference lines that are not head_relation_tail (a count of lines over the
-    whole eval set, not a rate): they hold no gold triple, so a model cannot be credited for them, and the number
-    says how much of the reference the scores could not see (``check`` warns about such data before a run).
+
+def score(predictions: list[str], references: list[str], task_cfg: Any = None) -> dict[str, float]:
+    """The metrics of ``metric_list`` for answers in the task's format (``score_parsed`` on its parser)."""
+    return score_parsed([parse(p, task_cfg) for p in predictions], [parse(r, task_cfg) for r in references])
+
+
+def score_parsed(predictions: list[Parsed], references: list[Parsed]) -> dict[str, float]:
+    """Micro P/R/F1 over all items, the seed's macro (per-record) F1, exact match, parse-failure rate, for any
+    parser whose items are hashable: another extraction task scores its own parse with this.
+
+    ``gold_parse_fail`` counts the reference lines that could not be parsed (a count of lines over the whole test
+    split, not a rate): they hold no gold item, so a model cannot be credited for them, and the number says how
+    much of the reference the scores could not see (``check`` warns about such data before a run).
     """
     n_pred = n_gold = n_hit = exact = unparsed = gold_bad = 0
     macro = []
-    for pred_text, gold_text in zip(predictions, references, strict=True):
-        pred_list, bad = parse(pred_text)
-        gold_list, bad_gold = parse(gold_text)
+    for (pred_list, bad), (gold_list, bad_gold) in zip(predictions, references, strict=True):
         pred, gold = set(pred_list), set(gold_list)
         n_pred, n_gold, n_hit = n_pred + len(pred), n_gold + len(gold), n_hit + len(pred & gold)
         macro.append(_record_f1(pred, gold))

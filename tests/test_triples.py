@@ -56,22 +56,3 @@ def test_source_schema_swaps_head_and_tail():
     first_t = tgt["output"].split("\n")[0].split("_")
     first_s = src["output"].split("\n")[0].split("_")
     assert (first_t[0], first_t[2]) == (first_s[2], first_s[0])
-
-
-@pytest.mark.parametrize("shape", ["list", "jsonl"])
-def test_load_file_both_shapes(tmp_path, shape):
-    rows = [{"text": "风扇异响", "answer": "风扇_部件故障_异响"},
-            {"instruction": "I", "input": "水温高", "output": "水温_性能故障_高"}]
-    path = tmp_path / "d.json"
-    path.write_text(json.dumps(rows, ensure_ascii=False) if shape == "list"
-                    else "\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
-    recs = triples.load_file(path, instruction="默认：")
-    assert recs[0] == {"instruction": "默认：", "input": "风扇异响", "output": "风扇_部件故障_异响"}
-    assert recs[1]["instruction"] == "I"
-
-
-def test_malformed_jsonl_names_line(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"text": "a", "answer": "a_b_c"}\n{"text": \n')
-    with pytest.raises(triples.DataError, match="line 2"):
-        triples.load_file(path, instruction="")
