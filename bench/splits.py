@@ -128,9 +128,10 @@ def load(task_cfg: Any, split: str) -> list[Record]:
     limit = (data.get("max_records") or {}).get(split)
     records = records[: int(limit)] if limit else records
     if not records and split in REQUIRED:
-        fix = (f"give task.data.{split} a file" if split == "train" else
-               f"give task.data.{split} a file or hold out a share of train: task.data.holdout.{split}=0.1")
-        raise DataError(f"task {task_cfg.name}: the {split} split is empty; {fix}")
+        if not task_cfg.get("generator") and data.get(split):
+            raise DataError(f"task.data.{split}={data[split]} holds no records; the {split} split must not be empty")
+        raise DataError(f"task {task_cfg.name}: the {split} split is empty; give task.data.{split} a file or hold "
+                        f"out a share of train: task.data.holdout.{split}=0.1")
     return records
 
 

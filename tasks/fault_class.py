@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench.errors import ConfigError, InputError
+from bench.errors import ConfigError, DataError
 from tasks import synth
 
 Record = dict[str, str]
@@ -157,7 +157,7 @@ def _instruction_warnings(task_cfg: Any) -> list[str]:
 
 
 def check(task_cfg: Any, splits: dict[str, list[Record]]) -> list[str]:
-    """References that are not one of the labels: warnings, or an ``InputError`` under ``data.strict_format``."""
+    """References that are not one of the labels: warnings, or a ``DataError`` under ``data.strict_format``."""
     known = set(labels(task_cfg, [r["output"] for records in splits.values() for r in records]))
     warnings = _instruction_warnings(task_cfg)
     strict = bool(OmegaConf.select(task_cfg, "data.strict_format", default=False))
@@ -170,7 +170,7 @@ def check(task_cfg: Any, splits: dict[str, list[Record]]) -> list[str]:
         text = (f"task {task_cfg.get('name')}, {split} split: {len(bad)} of {len(records)} references are not one "
                 f"line holding one of the labels {shown} (e.g. {examples})")
         if strict:
-            raise InputError(f"{text}; fix those records or list their labels in task.labels, or set "
+            raise DataError(f"{text}; fix those records or list their labels in task.labels, or set "
                              "task.data.strict_format=false to only warn")
         warnings.append(f"{text}; no answer can match them; task.data.strict_format=true refuses such data")
     return warnings

@@ -77,8 +77,7 @@ def check(task_cfg: Any, splits: dict[str, list[Record]]) -> list[str]:
 
 def prompt(record: Record, task_cfg: Any) -> str:
     """The model's input text; the answer follows it directly."""
-    return task_cfg.prompt_template.format(instruction=record.get("instruction", task_cfg.instruction),
-                                           input=record["input"])
+    return task_cfg.prompt_template.format(**{**record, "instruction": record.get("instruction", task_cfg.instruction)})
 
 
 def _json_triples(text: str) -> tuple[list[Triple], int]:

@@ -26,6 +26,7 @@ LIMIT_S = 10.0
 GOOD = {"text": "风扇异响", "answer": "风扇_部件故障_异响"}
 # A user's files with room in the tiny model's 512 positions (triples.yaml asks 768 + 128).
 SHORT = ["task.max_length=192", "task.max_new_tokens=64"]
+FIELDS = ["task.data.fields={input:text,output:answer}", "task.data.holdout.validation=0"]
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -48,7 +49,7 @@ def user_data(train: str | bytes | None, *extra: str) -> Callable[[Path], list[s
     def make(tmp: Path) -> list[str]:
         train_path = tmp / "missing.json" if train is None else write(tmp / "train.json", train)
         evals = write(tmp / "eval.json", rows(GOOD))
-        return ["task=triples", f"task.train_file={train_path}", f"task.eval_file={evals}", *SHORT, *extra]
+        return ["task=triples", f"task.data.train={train_path}", f"task.data.test={evals}", *FIELDS, *SHORT, *extra]
 
     return make
 
@@ -66,7 +67,7 @@ def fixed(*overrides: str) -> Callable[[Path], list[str]]:
 def data_dir(tmp: Path) -> list[str]:
     """The train file is a directory."""
     (tmp / "folder.json").mkdir()
-    return ["task=triples", f"task.train_file={tmp / 'folder.json'}", f"task.eval_file={tmp / 'folder.json'}", *SHORT]
+    return ["task=triples", f"task.data.train={tmp / 'folder.json'}", f"task.data.test={tmp / 'folder.json'}", *SHORT]
 
 
 CASES = [
@@ -102,20 +103,33 @@ CASES = [
     ("ds_json_missing", fixed("deepspeed.json_file=/nonexistent/ds.json"), "deepspeed.json_file=/nonexistent"),
     ("ds_json_not_object", ds_json("[1, 2]"), "holds a JSON list; expected an object"),
     # data
-    ("data_files_not_set", fixed("task=triples"), "task.eval_file, task.train_file not set (the YAML says ???)"),
-    ("data_file_missing", user_data(None), "missing.json does not exist or is not a file; set task.train_file"),
+    ("data_files_not_set", fixed("task=triples"), "task.data.test, task.data.train not set (the YAML says ???)"),
+    ("data_file_missing", user_data(None), "missing.json does not exist or is not a file; set task.data.train"),
     ("data_file_is_a_folder", data_dir, "folder.json is a directory, not a file"),
     ("data_not_utf8", user_data(b'[{"text": "\xff\xfe"}]'), "train.json: not UTF-8 text"),
     ("json_malformed", user_data('[\n  {"text": "a", "answer": "a_b_c"},\n  {"text": "b" "answer": "x"}\n]'),
      "train.json: malformed JSON at line 3"),
     ("jsonl_malformed", user_data('{"text": "a", "answer": "a_b_c"}\n{"text": \n'),
      "malformed JSON Lines record at line 2"),
-    ("record_missing_keys", user_data(rows(GOOD, {"text": "b"})), "record 1: record has keys ['text']; expected"),
-    ("train_split_empty", user_data("[]"), "train.json has no records"),
-    ("eval_split_empty", fixed("task.generator.n_eval=0"), "task.generator.n_eval=0 gives an empty eval split"),
+    ("record_missing_keys", user_data(rows(GOOD, {"text": "b"})),
+     "train.json record 1: no field ['answer'] (keys: ['text']); fix task.data.fields"),
+    ("record_without_reference", lambda tmp: [*user_data(rows(GOOD))(tmp), "task.data.fields=null"],
+     "no 'output' field, the reference answer"),
+    ("prompt_field_missing", fixed("task.prompt_template='{instruction}{input}{context}'"),
+     "the prompt reads field 'context' that the records lack"),
+    ("train_split_empty", user_data("[]"), "task.data.train="),
+    ("test_split_empty", fixed("task.generator.n_test=0"), "task.generator.n_test=0 gives an empty test split"),
     ("answers_not_triples_strict", user_data(rows(GOOD, {"text": "b", "answer": "only two_parts"}),
-                                             "task.strict_format=true"),
-     "1 of 2 records have answer lines that are not head_relation_tail (e.g. record 1: 'only two_parts')"),
+                                             "task.data.strict_format=true"),
+     "train split: 1 of 2 records have answers that are not head_relation_tail lines (e.g. record 1: 'only two_parts')"),
+    # the task's declarations
+    ("tiny_model_without_source_task", fixed("task.base_task=null"), "has no base_task, and a tiny model needs one"),
+    ("primary_metric_undeclared", fixed("task.primary_metric=accuracy"),
+     "primary_metric=accuracy is not in its metric_list"),
+    ("metric_without_direction", fixed("task.metric_list=[{metric:f1_micro}]"), "needs `metric` (a name) and "
+     "`higher_is_better`"),
+    ("task_module_incomplete", fixed("task.module=bench.errors"), "task.module=bench.errors has no ['prompt', "
+     "'score', 'generate']"),
 ]
 
 
@@ -162,7 +176,7 @@ def test_a_deepspeed_json_is_merged_under_extra(tmp_path: Path) -> None:
 def test_answers_not_triples_only_warn_by_default(tmp_path: Path) -> None:
     bad = rows(GOOD, {"text": "b", "answer": "x_y"}, {"text": "c", "answer": "x_y_z\nno"})
     warnings = validate.check(compose_cfg(*user_data(bad)(tmp_path), f"out_dir={tmp_path / 'run'}"))
-    assert len(warnings) == 1 and "2 of 3 records" in warnings[0] and "task.strict_format=true" in warnings[0]
+    assert len(warnings) == 1 and "2 of 3 records" in warnings[0] and "task.data.strict_format=true" in warnings[0]
 
 
 def save_random_tiny(path: Path) -> list[str]:

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from omegaconf import OmegaConf
+
 from bench import baseline, compare, metrics
 
+ROOT = Path(__file__).resolve().parent.parent
+TRIPLES = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "triples.yaml").metric_list)
 F1 = {"full": 0.90, "lora": 0.80, "prefix_tuning": 0.40}
 
 
@@ -28,7 +32,8 @@ def fake_record(out: Path, method: str, seed: int, *, f1: float, steps: int = 12
                        "trainable_pct": 1.0, "adapter_bytes": 4000, "loss_curve": [3.0, 1.0]},
         "eval_info": {"f1_micro": f1, "f1_macro": f1 - 0.01, "precision": f1, "recall": f1, "exact_match": f1 / 2,
                       "parse_fail_rate": 0.05, "latency_ms_p50": 3.0},
-        "base_info": {"key": base_key, "build_time_s": 90.0, "source_f1_micro": 0.96},
+        "task_info": {"name": "triples_synth", "primary_metric": "f1_micro", "metric_list": TRIPLES},
+        "base_info": {"key": base_key, "build_time_s": 90.0, "source_metric": "f1_micro", "source_score": 0.96},
         "meta_info": {"versions": {"torch": "2.13.0+cpu", "peft": "0.21.2"}, "device": "cpu", "gpu_name": None},
     }
 
@@ -118,16 +123,18 @@ def test_lowered_within_multi_seed_noise_is_unchanged(tmp_path: Path, capsys: py
 
 
 def test_allowed_delta_rule() -> None:
-    rules = compare.load_rules()
+    rules, cat = compare.load_rules(), metrics.catalog([TRIPLES])
+    f1, fails = cat["f1_micro"], cat["parse_fail_rate"]
     one = {"mean": 0.8, "std": None, "n": 1}
-    assert compare.allowed_delta("f1_micro", one, one, rules) == (pytest.approx(0.005), "tol")
+    assert compare.allowed_delta(f1, one, one, rules) == (pytest.approx(0.005), "tol")   # the task's declared floor
     three = {"mean": 0.8, "std": 0.03, "n": 3}
-    assert compare.allowed_delta("f1_micro", three, three, rules) == (pytest.approx(3 * (2 * 0.03**2 / 3) ** 0.5),
-                                                                       "noise")
+    assert compare.allowed_delta(f1, three, three, rules) == (pytest.approx(3 * (2 * 0.03**2 / 3) ** 0.5), "noise")
     exact = {"mean": 0.8, "std": 0.0, "n": 3}                      # deterministic seeds: the floor still holds
-    assert compare.allowed_delta("f1_micro", exact, exact, rules) == (pytest.approx(0.005), "tol")
-    assert compare.judge("parse_fail_rate", +0.1, 0.005) == "regressed"   # direction from bench/metrics.py
-    assert compare.judge("parse_fail_rate", -0.1, 0.005) == "improved"
+    assert compare.allowed_delta(f1, exact, exact, rules) == (pytest.approx(0.005), "tol")
+    assert compare.judge(fails, +0.1, 0.005) == "regressed"        # direction declared by the task
+    assert compare.judge(fails, -0.1, 0.005) == "improved"
+    overridden = {**rules, "tolerance": {**rules["tolerance"], "f1_micro": {"abs": 0.02}}}
+    assert compare.allowed_delta(f1, one, one, overridden) == (pytest.approx(0.02), "tol")   # compare.yaml wins
 
 
 def test_config_mismatch_is_refused_naming_the_keys(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -190,5 +197,8 @@ def test_missing_method_fails_and_environment_changes_are_noted(tmp_path: Path,
 
 def test_every_judged_metric_has_a_tolerance() -> None:
     rules = compare.load_rules()
-    assert set(rules["tolerance"]) - {"default"} == set(metrics.METRICS)
-    assert all(not metrics.metric(k).noisy for k in compare.judged_metrics(rules, noisy=False))
+    assert set(rules["tolerance"]) - {"default"} == set(metrics.BENCH)
+    cat = metrics.catalog([TRIPLES])
+    judged = compare.judged_metrics(rules, noisy=False, cat=cat)
+    assert all(not m.noisy for m in judged) and all(m.floor for m in judged if m.key not in metrics.BENCH)
+    assert [m.key for m in judged][:len(TRIPLES)] == [m["metric"] for m in TRIPLES]    # the task's first

@@ -25,7 +25,7 @@ def test_groups_ship_what_the_design_promises():
 @pytest.mark.parametrize("group", ["model", "method", "task", "deepspeed"])
 def test_every_yaml_composes_and_resolves(group):
     for name in names(group):
-        extra = ["task.train_file=a.json", "task.eval_file=b.json"] if (group, name) == ("task", "triples") else []
+        extra = ["task.data.train=a.json", "task.data.test=b.json"] if (group, name) == ("task", "triples") else []
         cfg = compose_cfg(f"{group}={name}", *extra)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert resolved[group]["name"] == name

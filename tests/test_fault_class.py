@@ -9,7 +9,8 @@ from functools import cache
 import pytest
 from omegaconf import OmegaConf
 
-from bench.errors import ConfigError, InputError
+from bench import taskcfg
+from bench.errors import ConfigError, DataError
 from tasks import fault_class, synth
 from tests.conftest import compose_cfg
 
@@ -31,15 +32,9 @@ def composed(language: str):
 
 
 def task(language: str, schema: str = "target"):
-    """The task config of a schema: the source task is base_task merged over the task, as the harness builds it.
-
-    Mirrors the harness's source_task (bench/ is being refactored beside this task; its build keys are left out).
-    """
+    """The task config of a schema: the source task as the harness builds it (base_task merged over the task)."""
     cfg = composed(language).task
-    if schema == "target":
-        return cfg
-    spec = {k: v for k, v in OmegaConf.to_container(cfg.base_task).items() if k not in ("min_score", "pretrain")}
-    return OmegaConf.merge(cfg, spec, {"base_task": None})
+    return cfg if schema == "target" else taskcfg.source_task(cfg)
 
 
 @cache
@@ -158,7 +153,7 @@ def test_check_warns_on_unknown_references_and_refuses_them_when_strict():
     cfg = user_cfg(labels=["A", "B"])
     (warning,) = fault_class.check(cfg, {"train": records[:1], "test": records})
     assert "test split: 2 of 3" in warning and "record 1: 'Z'" in warning and "strict_format" in warning
-    with pytest.raises(InputError, match=r"test split.*task.labels.*task.data.strict_format=false"):
+    with pytest.raises(DataError, match=r"test split.*task.labels.*task.data.strict_format=false"):
         fault_class.check(OmegaConf.merge(cfg, {"data": {"strict_format": True}}), {"test": records})
 
 

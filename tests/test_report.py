@@ -13,7 +13,14 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 
+from omegaconf import OmegaConf
+
 from bench import metrics, plots, report
+
+ROOT = Path(__file__).resolve().parent.parent
+# The triple task's declaration, as every result JSON of it carries it.
+TRIPLES = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "triples.yaml").metric_list)
+TASK_INFO = {"name": "triples_synth", "primary_metric": "f1_micro", "metric_list": TRIPLES}
 
 # Per method: (trainable params, F1 micro at seed 0, peak MiB, latency p50 ms). F1 grows 0.02 per seed.
 METHODS = {
@@ -47,6 +54,7 @@ def fake_record(method: str, seed: int, status: str = "success") -> dict:
                            "latency_new_tokens": 32, "latency_batch_size": 64, "infer_ms_adapter": latency / 10,
                            "infer_ms_base": latency / 12, "infer_ms_merged": latency / 11 if method == "lora" else None,
                            "merged_agreement": 1.0 if method == "lora" else None}
+    record["task_info"] = TASK_INFO
     return record
 
 
@@ -69,13 +77,18 @@ def sweep_dir(tmp_path: Path) -> Path:
 
 
 def test_every_table_metric_declares_its_direction() -> None:
-    assert metrics.metric("f1_micro").higher_is_better and metrics.metric("f1_macro").higher_is_better
+    cat = metrics.catalog([TRIPLES])
+    assert metrics.metric("f1_micro", cat).higher_is_better and metrics.metric("f1_macro", cat).higher_is_better
     for key in ("peak_mem_bytes", "train_time_s", "latency_ms_p50", "trainable_params", "adapter_bytes",
                 "eval_loss", "final_loss", "parse_fail_rate"):
-        assert not metrics.metric(key).higher_is_better, key
-    assert set(report.TABLE) <= set(metrics.METRICS)
+        assert not metrics.metric(key, cat).higher_is_better, key
+    assert set(report.COST + report.AFTER) <= set(metrics.BENCH)
     with pytest.raises(KeyError, match="unknown metric"):
-        metrics.metric("vram")
+        metrics.metric("f1_micro")            # a task's metric is the task's: bench/ does not know it
+    with pytest.raises(ValueError, match="declared higher-is-better by one task and lower-is-better by another"):
+        metrics.catalog([TRIPLES, [{"metric": "f1_micro", "higher_is_better": False}]])
+    with pytest.raises(ValueError, match="one of the harness's own metrics"):
+        metrics.declared([{"metric": "eval_loss", "higher_is_better": True}])
 
 
 def test_flatten_reads_each_metric_from_its_section(tmp_path: Path) -> None:
@@ -85,16 +98,18 @@ def test_flatten_reads_each_metric_from_its_section(tmp_path: Path) -> None:
     assert row["wall_time_s"] == 5.0 and row["mem_kind"] == "cpu_rss_train_peak" and len(row["loss_curve"]) == 20
     bare = metrics.flatten({"run_info": {"status": "failed"}}, Path("a/m/t/freeze/seed0/result.json"))
     assert (bare["model"], bare["method"], bare["status"]) == ("m", "freeze", "failed")
-    assert np.isnan(bare["f1_micro"])
+    assert "f1_micro" not in bare and bare["task_metrics"] is None   # no task_info: no task metric to read
+    assert row["primary_metric"] == "f1_micro" and json.loads(row["task_metrics"]) == TRIPLES
 
 
 def test_pareto_front_reads_directions() -> None:
     frame = pd.DataFrame({"trainable_params": [10, 100, 100, 1000, 5, np.nan, 100],
                           "f1_micro": [0.5, 0.9, 0.8, 0.85, 0.2, 0.99, 0.9]}, index=list("ABCDEFG"))
-    front = metrics.pareto_front(frame, ["trainable_params", "f1_micro"])
+    cat = metrics.catalog([TRIPLES])
+    front = metrics.pareto_front(frame, ["trainable_params", "f1_micro"], cat)
     assert list(front[front].index) == ["A", "B", "E", "G"]   # C, D dominated by B; F has no cost; B ties G
-    cheapest = metrics.pareto_front(frame, ["trainable_params"])      # lower is better …
-    best = metrics.pareto_front(frame, ["f1_micro"])                  # … higher is better
+    cheapest = metrics.pareto_front(frame, ["trainable_params"], cat)      # lower is better …
+    best = metrics.pareto_front(frame, ["f1_micro"], cat)                  # … higher is better
     assert list(cheapest[cheapest].index) == ["E"] and list(best[best].index) == ["F"]
 
 
@@ -134,7 +149,7 @@ def test_figures_have_one_series_per_method_in_its_colour(sweep_dir: Path) -> No
     runs = report.load_runs(sweep_dir)
     figs = plots.figures(runs)
     assert set(figs) == {f"{k}-tiny_llama-triples_synth" for k in
-                         ("loss_curves", "f1_vs_params", "peak_memory", "latency_p50")}
+                         ("loss_curves", "f1_micro_vs_params", "peak_memory", "latency_p50")}
     succeeded = ["full", "prompt_tuning", "lora", "adalora"]
 
     loss = figs["loss_curves-tiny_llama-triples_synth"].axes[0]
@@ -143,7 +158,8 @@ def test_figures_have_one_series_per_method_in_its_colour(sweep_dir: Path) -> No
     assert loss.get_yscale() == "log" and "loss" in loss.get_ylabel().lower()
     assert len([c for c in loss.collections if isinstance(c, PolyCollection)]) == 4   # ±std bands
 
-    scatter = figs["f1_vs_params-tiny_llama-triples_synth"].axes[0]
+    scatter = figs["f1_micro_vs_params-tiny_llama-triples_synth"].axes[0]
+    assert scatter.get_ylabel() == "F1 micro"                                          # the declared label
     assert scatter.get_xscale() == "log" and "Trainable parameters" in scatter.get_xlabel()
     assert [c.get_label() for c in scatter.containers] == succeeded                   # error bars per method
     front = next(ln for ln in scatter.get_lines() if ln.get_label() == "Pareto front")
