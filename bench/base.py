@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench import chartok, data, evaluate, modeling, results, splits, train, validate
 from bench.taskcfg import pretrain, primary, source_task
-from bench.errors import ConfigError
+from bench.errors import ConfigError, InputError
 import tasks
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def ensure(cfg: Any) -> dict[str, Any]:
         if not meta_path.exists() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Its build is a single-process training run: inside a multi-rank launch it would wait forever on
             # ranks that wait on this lock. The sweep builds bases before its cells; by hand it is one command.
-            raise validate.InputError(
+            raise ConfigError(
                 f"no cached base of model={cfg.model.name} for task={cfg.task.name} in {root} and this is a "
                 f"{os.environ['WORLD_SIZE']}-rank launch: build it first with `python -m bench.base "
                 f"model={cfg.model.name} task={cfg.task.name}` (make base), or run through bench.sweep")
@@ -165,7 +165,7 @@ def main(cfg: DictConfig) -> None:
     """Build (or find) the base of the configured tiny model and task."""
     try:
         info = ensure(cfg)
-    except validate.InputError as err:
+    except InputError as err:
         log.error("invalid: %s", err)
         sys.exit(2)
     log.info("base %s at %s (source %s %.3f, built in %.0f s)", info["key"], info["path"], info["source_metric"],

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bench import base, evaluate, splits, taskcfg, train
+from bench import evaluate, splits, taskcfg, train
 from bench.errors import ConfigError
 
 log = logging.getLogger(__name__)

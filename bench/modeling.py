@@ -82,14 +82,13 @@ def load_pretrained(path: str, model_cfg: Any) -> tuple[PreTrainedTokenizerBase,
 
 def load(cfg: Any, base_info: dict[str, Any] | None = None
          ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict[str, Any]]:
-    """The run's tokenizer, base model and a description of where the base came from (``base_info``: a tiny
-    base the caller has already ensured)."""
+    """The run's tokenizer, base model and a description of where the base came from (``base_info``: for a tiny
+    model, the base the caller ensured with ``bench.base.ensure``; this module sits below bench.base)."""
     if cfg.model.source == "tiny":
-        from bench import base
-
-        info = base_info or base.ensure(cfg)
-        tokenizer, model = load_pretrained(info["path"], cfg.model)
-        return tokenizer, model, info
+        if not base_info:
+            raise ValueError("a tiny model loads the base bench.base.ensure(cfg) built: pass its info as base_info")
+        tokenizer, model = load_pretrained(base_info["path"], cfg.model)
+        return tokenizer, model, base_info
     if cfg.model.source == "hub":
         from bench import model_checks
 

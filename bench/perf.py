@@ -151,7 +151,9 @@ def table(report: dict[str, Any]) -> str:
 def main(cfg: DictConfig) -> None:
     """Measure and write ``results/perf/perf.json``."""
     steps, repeats = int(cfg.get("perf_steps", 30)), int(cfg.get("perf_repeats", 5))
-    tokenizer, model, _ = modeling.load(cfg)
+    from bench import base
+
+    tokenizer, model, _ = modeling.load(cfg, base.ensure(cfg) if cfg.model.source == "tiny" else None)
     examples = data.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
     train.ensure_distributed()
     report = {"step_time": [step_ratio(cfg, model, examples, tokenizer.pad_token_id, method=m, steps=steps,

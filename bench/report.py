@@ -11,7 +11,6 @@ value of each column is bold, "best" read from the declared directions (bench.me
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys

@@ -38,6 +38,10 @@ def reload(cfg: Any, record: dict[str, Any], run_dir: Path) -> tuple[Any, Any]:
     from bench import modeling
 
     base_info = record.get("base_info") or {}
+    if cfg.model.source == "tiny" and not (base_info.get("path") and base_info.get("key")):
+        from bench import base as bases
+
+        base_info = bases.ensure(cfg)
     tokenizer, base, _ = modeling.load(cfg, base_info if base_info.get("path") and base_info.get("key") else None)
     model = hydra.utils.get_method(cfg.method.loader)(base, run_dir, cfg.method)
     return tokenizer, model.eval()

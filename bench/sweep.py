@@ -5,7 +5,7 @@ The grid, its overrides and the resume rules are in ``bench.grid``; this module 
     python -m bench.sweep                                  # every method, tiny_llama × triples_synth, seed 0
     python -m bench.sweep sweep=smoke                      # preset (conf/sweep/): lora + full, 5 steps
     python -m bench.sweep methods=[lora,full] seeds=[0,1,2] models=llama2_7b tasks=triples gpus=8 \\
-        -- train.steps=100 task.train_file=data/train.json # after "--": bench.run overrides for every cell
+        -- train.steps=100 task.data.train=data/train.json  # after "--": bench.run overrides for every cell
     python -m bench.sweep -m hydra/launcher=slurm methods=full,lora seeds=0,1,2   # Hydra multirun → SLURM
 
 Keys before ``--`` configure the sweep (conf/sweep.yaml); words after it land in ``extra`` (as

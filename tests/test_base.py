@@ -22,7 +22,7 @@ def test_same_key_reuses_and_changed_key_rebuilds(tmp_path):
     other_arch = base.ensure(compose_cfg(*FAST, f"cache_dir={tmp_path}", "model=tiny_codellama"))
     assert other_arch["key"] not in (first["key"], changed["key"])
     for info in (first, changed):
-        assert 0.0 <= info["source_f1_micro"] <= 1.0 and info["build_time_s"] > 0
+        assert info["source_metric"] == "f1_micro" and 0.0 <= info["source_score"] <= 1.0 and info["build_time_s"] > 0
 
 
 def test_two_processes_build_once(tmp_path):

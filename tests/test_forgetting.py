@@ -92,7 +92,7 @@ def test_a_run_on_a_tiny_base_records_its_source_task_forgetting(tiny_cfg) -> No
     result = json.loads((Path(cfg.out_dir) / "result.json").read_text())
     ev = result["eval_info"]
     assert ev["forgetting_measure"] == "source_task"
-    assert ev["forgetting_before"] == result["base_info"]["source_f1_micro"]   # the base's score when it was built
+    assert ev["forgetting_before"] == result["base_info"]["source_score"]   # the base's score when it was built
     assert 0.0 <= ev["forgetting_after"] <= 1.0
     assert ev["forgetting"] == pytest.approx(ev["forgetting_before"] - ev["forgetting_after"])
 
@@ -119,7 +119,7 @@ def test_report_shows_forgetting_as_a_column_and_a_figure(tmp_path: Path) -> Non
     sweep = write_sweep(tmp_path / "sweep")
     runs = report.load_runs(sweep)
     figs = plots.figures(runs)
-    ax = figs["f1_vs_forgetting-tiny_llama-triples_synth"].axes[0]
+    ax = figs["f1_micro_vs_forgetting-tiny_llama-triples_synth"].axes[0]
     methods = ["full", "prompt_tuning", "lora"]
     assert [c.get_label() for c in ax.containers] == methods                     # one point per method
     assert [c.lines[0].get_color() for c in ax.containers] == [plots.METHOD_COLORS[m] for m in methods]
@@ -128,7 +128,7 @@ def test_report_shows_forgetting_as_a_column_and_a_figure(tmp_path: Path) -> Non
     assert list(front.get_xdata()) == pytest.approx([0.015, 0.055, 0.305])      # all three trade F1 for forgetting
     written = report.write_report(sweep)
     names = {p.name for p in (sweep / "report" / "figures").iterdir()}
-    assert {"f1_vs_forgetting-tiny_llama-triples_synth.png", "f1_vs_forgetting-tiny_llama-triples_synth.pdf"} <= names
+    assert {"f1_micro_vs_forgetting-tiny_llama-triples_synth.png", "f1_micro_vs_forgetting-tiny_llama-triples_synth.pdf"} <= names
     md = written["table.md"].read_text()
     assert "| Forgetting |" in " ".join(md.split())
     lora = next(line for line in md.splitlines() if line.startswith("| lora"))

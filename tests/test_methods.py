@@ -22,7 +22,8 @@ REQUIRED = {
     "eval_info": ["precision", "recall", "f1_micro", "f1_macro", "exact_match", "parse_fail_rate", "n",
                   "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "gen_tokens_per_s", "infer_ms_adapter"],
     "meta_info": ["versions", "device", "world_size"],
-    "base_info": ["key", "build_time_s", "source_f1_micro"],
+    "base_info": ["key", "build_time_s", "source_metric", "source_score"],
+    "task_info": ["name", "primary_metric", "metric_list", "splits"],
 }
 
 

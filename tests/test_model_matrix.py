@@ -93,7 +93,7 @@ def test_generation_that_emits_unknown_ids_yields_unparseable_answers_not_a_cras
     answers, latency, generated = evaluate.generate(net, tok, ["Extract the triples.", "head"], batch_size=2,
                                                     max_new_tokens=5)
     assert answers == ["", ""] and generated == 10 and len(latency) == 2
-    scores = tasks.module(task).score(answers, ["a_b_c", "d_e_f"])
+    scores = tasks.module(task).score(answers, ["a_b_c", "d_e_f"], task)
     assert scores["f1_micro"] == 0.0
 
 

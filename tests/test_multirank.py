@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import tasks
-from bench import base, data, free_port
+
+from bench import base, data, free_port, splits
 from tests.conftest import ROOT, TINY, child_env, compose_cfg
 
 
@@ -51,7 +51,7 @@ def test_two_ranks_train_and_rank_zero_writes(cache_dir, tmp_path):
         assert f"generate (rank {rank} of 2)" in log
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     cfg = compose_cfg(*common)
-    records = tasks.module(cfg.task).load_split(cfg.task, "eval")[: cfg.eval.max_records]
+    records = splits.load(cfg.task, "test")[: cfg.eval.max_records]
     assert result["eval_info"]["n"] == len(rows) == len(records) == 8
     assert [r["input"] for r in rows] == [r["input"] for r in records]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import data, evaluate
+from bench import data, evaluate, splits
 from tasks import triples
 from tests.conftest import SHARED, compose_cfg
 
@@ -29,8 +29,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def spo():
-    task = compose_cfg("task=triples", f"task.train_file={SPO_TEST}", f"task.eval_file={SPO_TEST}").task
-    return task, triples.load_split(task, "eval")
+    task = compose_cfg("task=triples", f"task.data.train={SPO_TEST}", f"task.data.test={SPO_TEST}").task
+    return task, splits.load(task, "test")
 
 
 def test_tokenizer_is_the_real_one_with_byte_fallback(tokenizer):

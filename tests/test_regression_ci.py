@@ -1,4 +1,6 @@
-"""The regression gate: the reduced embedded sweep (conf/sweep/ci.yaml) against the committed baseline.
+"""The regression gate: the reduced embedded sweeps against their committed baselines, one per shipped task kind:
+conf/sweep/ci.yaml (triple extraction) → embedded.json, conf/sweep/ci_fault_class.yaml (classification) →
+fault_class.json.
 
 On CPU a seed pins every quality figure and loss, so a change that moves one fails here unless
 results/baselines/embedded.json is rebuilt in the same change (README "Tracking regressions").
@@ -17,20 +19,23 @@ import pytest
 
 from tests.conftest import ROOT, child_env
 
-BASELINE = ROOT / "results" / "baselines" / "embedded.json"
+BASELINES = ROOT / "results" / "baselines"
+GATES = [("ci", "embedded"), ("ci_fault_class", "fault_class")]   # (conf/sweep preset, results/baselines name)
 # Read at import, before conftest's session fixture points PEFTBENCH_CACHE at a temporary folder:
 # the checkout's cache of tiny bases is reused, so only a clean clone builds the base.
 CACHE = os.environ.get("PEFTBENCH_CACHE") or str(ROOT / ".cache" / "peftbench")
 
 
 @pytest.mark.slow
-def test_reduced_sweep_matches_the_committed_baseline(tmp_path: Path) -> None:
-    sweep_dir, env = tmp_path / "ci", {**child_env(), "PEFTBENCH_CACHE": CACHE}
-    done = subprocess.run([sys.executable, "-m", "bench.sweep", "sweep=ci", f"sweep_dir={sweep_dir}", "report=false"],
+@pytest.mark.parametrize(("preset", "name"), GATES)
+def test_reduced_sweep_matches_the_committed_baseline(tmp_path: Path, preset: str, name: str) -> None:
+    sweep_dir, env, baseline = tmp_path / preset, {**child_env(), "PEFTBENCH_CACHE": CACHE}, BASELINES / f"{name}.json"
+    done = subprocess.run([sys.executable, "-m", "bench.sweep", f"sweep={preset}", f"sweep_dir={sweep_dir}",
+                           "report=false"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     verdict = subprocess.run([sys.executable, "-m", "bench.compare", "compare", str(sweep_dir),
-                              "--baseline", str(BASELINE), "--changed"],
+                              "--baseline", str(baseline), "--changed"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert verdict.returncode == 0, (f"the reduced sweep no longer matches {BASELINE.name}; if the change is "
+    assert verdict.returncode == 0, (f"the reduced sweep no longer matches {baseline.name}; if the change is "
                                      f"meant, rebuild the baseline (README):\n{verdict.stdout}{verdict.stderr}")

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from bench import base, data, validate
+from bench import base, data, splits, taskcfg, validate
 from bench.errors import ConfigError
 from tasks import synth, triples
 from tests.conftest import compose_cfg
@@ -57,7 +57,7 @@ def test_en_answers_parse_into_three_clean_parts(schema, relations):
             assert line.split("_") == list(parts) and all(p and p == p.strip() for p in parts), line
             found.add(parts[1])
     assert found == relations
-    assert triples.format_problems(records)[0] == 0
+    assert triples.format_problems(records, None)[0] == 0
 
 
 def test_en_words_hold_no_separator():
@@ -86,10 +86,10 @@ def test_unknown_language_names_the_field():
 def test_generator_language_reaches_both_splits():
     cfg = en_cfg()
     assert cfg.task.generator.language == "en" and cfg.task.base_task.generator.language == "en"
-    src = base.source_task(cfg.task)
+    src = taskcfg.source_task(cfg.task)
     assert src.generator.schema == "source" and src.name == "triples_synth_en_source"
-    assert triples.load_split(cfg.task, "eval") == synth.generate(128, 1_000_003, language="en")
-    assert triples.load_split(src, "train") == synth.generate(3000, 7, "source", language="en")
+    assert splits.load(cfg.task, "test") == synth.generate(128, 1_000_003, language="en")
+    assert splits.load(src, "train") == synth.generate(3000, 7, "source", language="en")
 
 
 @pytest.mark.parametrize("method", ["full", "freeze", "lora", "adalora", "vblora", "prompt_tuning", "p_tuning",
@@ -103,9 +103,9 @@ def test_splits_fit_the_tiny_budget_without_cuts():
     cfg = en_cfg()
     tokenizer, _ = base.tokenizer_and_key(cfg)
     new = int(cfg.eval.max_new_tokens)
-    for task in (cfg.task, base.source_task(cfg.task)):
-        for split in ("train", "eval"):
-            records = triples.load_split(task, split)
+    for task in (cfg.task, taskcfg.source_task(cfg.task)):
+        for split in splits.SPLITS:
+            records = splits.load(task, split)
             assert data.answers_cut(data.encode(records, tokenizer, task)) == 0, (task.name, split)
             prompts = [len(data.prompt_ids(tokenizer, triples.prompt(r, task))) for r in records]
             answers = [len(tokenizer(r["output"], add_special_tokens=False).input_ids) + 1 for r in records]
