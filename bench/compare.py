@@ -3,24 +3,24 @@
     python -m bench.compare baseline SWEEP_DIR --name NAME          # → results/baselines/NAME.json
     python -m bench.compare compare SWEEP_DIR --baseline results/baselines/NAME.json [--force] [--noisy]
 
-The rule (numbers in conf/compare.yaml): a metric is unchanged while |delta| ≤ allowed, with
+The rule (settings in conf/compare.yaml): a metric is unchanged while |delta| ≤ floor, with
 
-    allowed = max(floor, k · sqrt(s_b²/n_b + s_c²/n_c))    when both sides have n ≥ 2 seeds
-    allowed = floor                                         otherwise (one seed: the floor alone)
-    floor   = max(abs, rel · |baseline mean|)               per metric
+    floor = max(abs, rel · |baseline mean|)      per metric: a task's declared ``tolerance``, or conf/compare.yaml
 
-and beyond it "improved" or "regressed" by the metric's declared direction: the task's ``metric_list`` (carried
-by every result JSON and baseline entry) for its metrics, bench/metrics.py for the harness's own. A task may
-declare each metric's floor (``tolerance``); conf/compare.yaml overrides it. The noise term is
-Welch's statistic with a fixed critical value instead of a p-value: it needs no scipy, it is the same
-standard error Welch's t-test uses, and with the 2–5 seeds a sweep affords a p-value would mostly
-measure how badly a std of three numbers is estimated. k = 3 is p ≈ 0.04 two-sided at three seeds a
-side (Welch df ≈ 4), 0.02 at five, 0.1 at two: false alarms stay rare across the ~100 rows of a
-nine-method table, and a real shift of a few stds still shows. The floor matters twice: one seed has
-no spread, and on CPU a fixed seed gives bit-identical quality and losses, so seeds that agree exactly
-(std 0) must not turn a rounding difference between machines into a regression. Times, memory and
-speed vary run to run at a fixed seed (metrics.py marks them ``noisy``): they are left out of verdicts
-unless ``--noisy``, and then judged against wide relative floors.
+and beyond it "improved" or "regressed" by the metric's declared direction (the task's ``metric_list``, carried by
+every result JSON and baseline entry, for its metrics; bench/metrics.py for the harness's) — but only where the
+seeds can say so. Every row whose seeds measured a spread gets a two-sided p-value (bench.stats.welch_p): Welch's
+t-test from mean, std and n when both sides have n ≥ 2; one seed against several uses the spread the other side
+measured for both, t = delta / (s_other · sqrt(1/n_b + 1/n_c)) with n_other − 1 df (tag "noise of the n=3
+side"). Those p-values are corrected over the whole table (``correction``: holm, the default, keeps the
+chance of any false alarm in the table ≤ alpha whatever the rows' dependence; bh bounds the expected share of
+false alarms instead; none tests each row alone), and a row beyond its floor changes only where its adjusted p
+≤ alpha. Rows without a spread (one seed a side, or seeds that agree exactly: on CPU a fixed seed gives
+bit-identical quality and losses, std 0) get no p-value and the floor alone decides, so a rounding difference
+between machines is no regression while a real shift of a deterministic row shows with one seed. Times, memory and
+speed vary run to run at a fixed seed (metrics.py marks them ``noisy``): they are left out of verdicts unless
+``--noisy``, and then judged against wide relative floors. One seed on a GPU against a CPU baseline (or the
+reverse) is said above the table: its seed-to-seed noise is unmeasured, and the CPU floors assume none.
 
 Refused (exit 2) unless ``--force``: entries whose resolved configs differ in anything but where they
 live (seed, out_dir, cache_dir; the differing keys are named), or that differ in what the config does not
@@ -36,13 +36,13 @@ import argparse
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench import baseline, metrics
+from bench import baseline, metrics, stats
 from bench.registry import method_order
 from bench.results import write_json
 
@@ -54,6 +54,10 @@ FAILING = ("regressed", "missing")
 NOTED = ("git_sha", "git_dirty", "device", "gpu_name")
 # Fingerprint keys that change what a run computes (refused like a config difference), by where a run records them.
 COMPUTED = {"base_key": "base_info.key", "world_size": "meta_info.world_size", "precision": "train_info.precision"}
+GPU_NOTE = ("one seed on a GPU: seed-to-seed noise unmeasured; run ≥ 3 seeds (make sweep SEEDS=[0,1,2]) or give this "
+            "device its own baseline")
+ROUNDING = 1e-9    # a std under this share of |mean| is the rounding of identical seeds' mean and std, not spread
+CORRECTED = {"holm": "Holm-adjusted", "bh": "Benjamini–Hochberg-adjusted", "none": "unadjusted"}
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,12 @@ class Row:
     metric: str | None
     base: dict[str, Any] | None
     cur: dict[str, Any] | None
-    allowed: float = math.nan
-    rule: str = ""
+    allowed: float = math.nan             # the floor: no |delta| within it is a change
+    rule: str = ""                        # "tol": the floor alone decides; "noise …": a test over seeds too
     verdict: str = "unchanged"
     spec: metrics.Metric | None = None    # the metric's declaration: direction, label, digits
+    p: float = math.nan                   # two-sided p of the delta against the seeds' spread (NaN: none measured)
+    p_adj: float = math.nan               # p corrected over every tested row of the table
 
     @property
     def delta(self) -> float:
@@ -76,25 +82,43 @@ class Row:
 
 
 def load_rules(path: Path = RULES) -> dict[str, Any]:
-    """The verdict settings (k, noisy, per-metric tolerances) as a plain dict."""
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    """The verdict settings (alpha, correction, noisy, per-metric floors) as a plain dict, checked before use."""
+    rules = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if rules.get("correction", "holm") not in stats.CORRECTIONS:
+        raise ValueError(f"{path}: correction {rules['correction']!r} unknown; use one of "
+                         f"{', '.join(stats.CORRECTIONS)}")
+    if not 0.0 < float(rules.get("alpha", 0.05)) < 1.0:
+        raise ValueError(f"{path}: alpha {rules['alpha']!r} must lie in (0, 1), e.g. 0.05")
+    return rules
 
 
-def allowed_delta(m: metrics.Metric, base: dict[str, Any], cur: dict[str, Any],
-                  rules: dict[str, Any]) -> tuple[float, str]:
-    """The largest |delta| still "unchanged", and which term set it ("tol" or "noise").
+def floor_of(m: metrics.Metric, base: dict[str, Any], rules: dict[str, Any]) -> float:
+    """The largest |delta| that is never a change, whatever the seeds say (float drift between machines).
 
-    The floor: the rules' default, over it the task's declared ``tolerance`` for its metric, over that the rules'
-    entry for the metric (conf/compare.yaml overrides a task's declaration).
+    The rules' default, over it the task's declared ``tolerance`` for its metric, over that the rules' entry for the
+    metric (conf/compare.yaml overrides a task's declaration).
     """
     declared = {"abs": m.floor[0], "rel": m.floor[1]} if m.floor else {}
     tol = {**rules["tolerance"]["default"], **declared, **rules["tolerance"].get(m.key, {})}
-    floor = max(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)) * abs(base["mean"]))
-    if base["n"] >= 2 and cur["n"] >= 2 and base["std"] is not None and cur["std"] is not None:
-        noise = float(rules["k"]) * math.sqrt(base["std"] ** 2 / base["n"] + cur["std"] ** 2 / cur["n"])
-        if noise > floor:
-            return noise, "noise"
-    return floor, "tol"
+    return max(float(tol.get("abs", 0.0)), float(tol.get("rel", 0.0)) * abs(base["mean"]))
+
+
+def noise_test(base: dict[str, Any], cur: dict[str, Any]) -> tuple[float, str]:
+    """Two-sided p of the delta against the spread the seeds measured, and the rule's tag; (NaN, "tol") where they
+    measured none (one seed a side, or seeds that agree exactly), so the floor alone decides."""
+    b, c = measured_spread(base), measured_spread(cur)
+    p = stats.welch_p(cur["mean"], c, cur["n"], mean_b=base["mean"], std_b=b, n_b=base["n"])
+    if math.isnan(p):
+        return p, "tol"
+    if base["n"] >= 2 and cur["n"] >= 2:
+        return p, "noise"
+    return p, f"noise of the n={max(base['n'], cur['n'])} side"
+
+
+def measured_spread(side: dict[str, Any]) -> float:
+    """The seeds' std, 0 where they agree up to rounding (pandas' std of three equal floats may be 1e-17)."""
+    std = side["std"] or 0.0
+    return std if std > ROUNDING * abs(side["mean"]) else 0.0
 
 
 def judge(m: metrics.Metric, delta: float, allowed: float) -> str:
@@ -102,6 +126,21 @@ def judge(m: metrics.Metric, delta: float, allowed: float) -> str:
     if abs(delta) <= allowed + 1e-12 * max(1.0, abs(allowed)):
         return "unchanged"
     return "improved" if delta * m.sign > 0 else "regressed"
+
+
+def corrected(rows: list[Row], rules: dict[str, Any]) -> list[Row]:
+    """Rows with their p adjusted over every tested row of the table; a change beyond the floor stands only where
+    the adjusted p ≤ alpha, so a table of many noisy rows does not raise false alarms by sheer number."""
+    alpha = float(rules.get("alpha", 0.05))
+    tested = {str(i): r.p for i, r in enumerate(rows) if not math.isnan(r.p)}
+    adj = stats.adjusted(tested, method=rules.get("correction", "holm"))
+    out = []
+    for i, row in enumerate(rows):
+        if str(i) in adj:
+            kept = row.verdict == "unchanged" or adj[str(i)] <= alpha
+            row = replace(row, p_adj=adj[str(i)], verdict=row.verdict if kept else "unchanged")
+        out.append(row)
+    return out
 
 
 def judged_metrics(rules: dict[str, Any], noisy: bool, cat: metrics.Catalog) -> list[metrics.Metric]:
@@ -123,8 +162,9 @@ def compare_entry(label: tuple[str, str, str], base: dict[str, Any], cur: dict[s
         if b is None or c is None:
             rows.append(Row(label, m.key, b, c, verdict="new" if b is None else "missing", spec=m))
             continue
-        allowed, rule = allowed_delta(m, b, c, rules)
-        rows.append(Row(label, m.key, b, c, allowed, rule, judge(m, c["mean"] - b["mean"], allowed), spec=m))
+        floor = floor_of(m, b, rules)
+        p, rule = noise_test(b, c)
+        rows.append(Row(label, m.key, b, c, floor, rule, judge(m, c["mean"] - b["mean"], floor), spec=m, p=p))
     return rows
 
 
@@ -141,7 +181,8 @@ def ordered(labels: set[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
 
 def compare(base: list[dict[str, Any]], cur: list[dict[str, Any]], rules: dict[str, Any], *,
             noisy: bool = False) -> list[Row]:
-    """Every row of the verdict: matched entries metric by metric, missing and new entries whole."""
+    """Every row of the verdict: matched entries metric by metric (tests corrected over them all), missing and new
+    entries whole."""
     b, c = {label_of(e): e for e in base}, {label_of(e): e for e in cur}
     rows: list[Row] = []
     for label in ordered(set(b) | set(c)):
@@ -151,7 +192,7 @@ def compare(base: list[dict[str, Any]], cur: list[dict[str, Any]], rules: dict[s
             rows.append(Row(label, None, None, None, verdict="new"))
         else:
             rows += compare_entry(label, b[label], c[label], rules=rules, noisy=noisy)
-    return rows
+    return corrected(rows, rules)
 
 
 def config_mismatches(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -198,6 +239,28 @@ def fingerprint_notes(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> 
     return notes
 
 
+def on_gpu(device: Any) -> bool:
+    """A CUDA device, whose kernels are not bit-reproducible at a fixed seed."""
+    return isinstance(device, str) and device.startswith("cuda")
+
+
+def single_seed_gpu_notes(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> list[str]:
+    """The caveat when one seed crossed between CPU and GPU: its noise is unmeasured, and CPU floors assume none."""
+    b = {label_of(e): e for e in base}
+    crossed = [e for e in cur if label_of(e) in b and len(e["seeds"]) == 1
+               and on_gpu(e["fingerprint"].get("device")) != on_gpu(b[label_of(e)]["fingerprint"].get("device"))]
+    return [f"{GPU_NOTE} ({len(crossed)} of {len(cur)} entries)"] if crossed else []
+
+
+def test_note(rows: list[Row], rules: dict[str, Any]) -> list[str]:
+    """How the rows with a measured spread were judged, since their p shows adjusted."""
+    tested = sum(not math.isnan(r.p) for r in rows)
+    if not tested:
+        return []
+    return [f"p: two-sided t-test over seeds, {CORRECTED[rules.get('correction', 'holm')]} over the {tested} rows "
+            f"with a measured spread; beyond its floor such a row changes only where p ≤ {rules.get('alpha', 0.05)}"]
+
+
 def number(m: metrics.Metric, value: float, *, signed: bool = False) -> str:
     """A stored value in display units, one digit finer than the report's (counts stay whole)."""
     return f"{value / m.scale:{'+' if signed else ''},.{m.digits + 1 if m.digits else 0}f}"
@@ -220,7 +283,8 @@ def table_line(row: Row) -> str:
         return f"| {model} | {task} | {method} | (all) | — | — | — | {text} | **{row.verdict}** |"
     m = row.spec or metrics.metric(row.metric)
     delta = number(m, row.delta, signed=True) if not math.isnan(row.delta) else "—"
-    allowed = f"±{number(m, row.allowed)} ({row.rule})" if row.rule else "—"
+    p = f" p={row.p_adj:.2g}" if not math.isnan(row.p_adj) else ""
+    allowed = f"±{number(m, row.allowed)} ({row.rule}){p}" if row.rule else "—"
     verdict = f"**{row.verdict}**" if row.verdict in FAILING else row.verdict
     return (f"| {model} | {task} | {method} | {m.heading} {'↑' if m.higher_is_better else '↓'} | "
             f"{stat_text(m, row.base)} | {stat_text(m, row.cur)} | {delta} | {allowed} | {verdict} |")
@@ -268,6 +332,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         notes = [f"**forced**, another config in {label}: {'; '.join(d)}" for label, d in mismatched.items()] + notes
     rules = load_rules(args.rules)
     rows = compare(base, cur, rules, noisy=args.noisy)
+    notes += test_note(rows, rules) + single_seed_gpu_notes(base, cur)
     if not (args.noisy or rules.get("noisy")):
         notes.append("times, memory and speed are noisy and not judged (`--noisy` to judge them loosely)")
     title = f"Regression check: `{args.sweep_dir}` against `{args.baseline}`"
@@ -289,7 +354,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check.add_argument("--force", action="store_true", help="compare even when configs or the tiny base differ")
     check.add_argument("--noisy", action="store_true", help="also judge times, memory and speed (loosely)")
     check.add_argument("--changed", action="store_true", help="list only rows that are not unchanged")
-    check.add_argument("--rules", type=Path, default=RULES, help="tolerances and k (default conf/compare.yaml)")
+    check.add_argument("--rules", type=Path, default=RULES, help="floors, alpha, correction (conf/compare.yaml)")
     return parser.parse_args(argv)
 
 

@@ -118,6 +118,16 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def _rank_orders(lengths: list[int], batch_size: int, *, seed: int, group_by_length: bool, rank: int,
+                 world: int) -> Iterator[list[int]]:
+    """The index batches one rank draws, pass after pass (each pass reshuffled)."""
+    epoch = 0
+    while True:
+        orders = batch_order(lengths, batch_size, seed=seed + epoch, group_by_length=group_by_length)
+        yield from (order for n, order in enumerate(orders) if n % world == rank)
+        epoch += 1
+
+
 def batches(examples: list[dict[str, Any]], batch_size: int, *, pad_id: int, seed: int,
             group_by_length: bool, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """Endless stream of training batches; each pass over the data is reshuffled.
@@ -126,13 +136,25 @@ def batches(examples: list[dict[str, Any]], batch_size: int, *, pad_id: int, see
     from its ``rank`` on: the ranks see disjoint batches, and together one pass over the data.
     """
     lengths = [len(e["input_ids"]) for e in examples]
-    epoch = 0
-    while True:
-        orders = batch_order(lengths, batch_size, seed=seed + epoch, group_by_length=group_by_length)
-        for n, order in enumerate(orders):
-            if n % world == rank:
-                yield collate([examples[i] for i in order], pad_id)
-        epoch += 1
+    for order in _rank_orders(lengths, batch_size, seed=seed, group_by_length=group_by_length, rank=rank,
+                              world=world):
+        yield collate([examples[i] for i in order], pad_id)
+
+
+def steps_for_tokens(examples: list[dict[str, Any]], batch_size: int, *, seed: int, group_by_length: bool,
+                     world: int, grad_accum: int, tokens: int, cap: int) -> int:
+    """Optimizer steps until the ranks together have trained on ``tokens`` tokens (padding excluded), at most
+    ``cap``: the stream's order is fixed by its seed, so a token budget is known in steps before training, and
+    the learning-rate schedule can run over exactly those steps."""
+    lengths = [len(e["input_ids"]) for e in examples]
+    streams = [_rank_orders(lengths, batch_size, seed=seed, group_by_length=group_by_length, rank=r, world=world)
+               for r in range(world)]
+    seen = 0
+    for step in range(1, cap + 1):
+        seen += sum(lengths[i] for stream in streams for _ in range(grad_accum) for i in next(stream))
+        if seen >= tokens:
+            return step
+    return cap
 
 
 def pad_share(examples: list[dict[str, Any]], batch_size: int, *, seed: int, group_by_length: bool) -> float:

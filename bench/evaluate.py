@@ -104,9 +104,9 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int,
 
 
 def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg: Any, *, batch_size: int,
-             max_new_tokens: int, rank: int = 0, world: int = 1,
-             generate_fn: Generate | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Scores and timings for the test split, and one prediction row per record.
+             max_new_tokens: int, rank: int = 0, world: int = 1, generate_fn: Generate | None = None,
+             desc: str = "generate") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Scores and timings for ``records`` (the test split, or validation), and one prediction row per record.
 
     With ``world`` ranks each generates every world-th record and every rank gets all answers back:
     tokens/s is the ranks' tokens over the slowest rank's wall time.
@@ -116,7 +116,7 @@ def evaluate(model: Any, tokenizer: Any, records: list[dict[str, str]], task_cfg
     answers, latency, n_tokens = generate(model, tokenizer, prompts, batch_size=batch_size,
                                           max_new_tokens=max_new_tokens,
                                           max_prompt_tokens=int(task_cfg.max_length) - max_new_tokens,
-                                          desc=f"generate (rank {rank} of {world})" if world > 1 else "generate",
+                                          desc=f"{desc} (rank {rank} of {world})" if world > 1 else desc,
                                           generate_fn=generate_fn)
     wall = time.perf_counter() - start
     shards = from_every_rank((answers, latency, n_tokens, wall), world=world)   # one collective for all four

@@ -64,11 +64,17 @@ def common_overrides(cfg: DictConfig) -> list[str]:
     return [str(o) for o in [*(cfg.cell_overrides or []), *(cfg.extra or [])]]
 
 
+def tuned_key(model: str, task: str, method: str) -> str:
+    """The key of a (model, task, method) in ``tuned_lr``, the learning rates a search chose."""
+    return f"{model}|{task}|{method}"
+
+
 def run_overrides(cfg: DictConfig, cell: Cell, out: Path) -> list[str]:
-    """The Hydra overrides of one cell's ``bench.run``."""
+    """The Hydra overrides of one cell's ``bench.run``: the learning rate a search chose comes last."""
     own = [str(o) for o in (cfg.method_overrides or {}).get(cell.method, [])]
+    tuned = (cfg.get("tuned_lr") or {}).get(tuned_key(cell.model, cell.task, cell.method))
     return [f"model={cell.model}", f"task={cell.task}", f"method={cell.method}", f"seed={cell.seed}",
-            f"out_dir={out}", *common_overrides(cfg), *own]
+            f"out_dir={out}", *common_overrides(cfg), *own, *([f"method.lr={tuned}"] if tuned is not None else [])]
 
 
 def run_info(result: Path) -> dict[str, Any]:
@@ -122,17 +128,24 @@ def check_grid(cfg: DictConfig,
     each (model, task, method) will record, which resume compares with the recorded one.
     """
     tiny, hashes = set(), {}
-    with _hydra_ready():
-        for model, task, method in sorted({(c.model, c.task, c.method) for c in cells}):
-            cell = Cell(model, task, method, 0)
-            overrides = [o for o in run_overrides(cfg, cell, cell.out_dir(Path(cfg.sweep_dir)))
-                         if not o.lstrip("+~").startswith("hydra")]
-            try:
-                run_cfg = hydra.compose(config_name="config", overrides=overrides)
-                resolved = OmegaConf.to_container(run_cfg, resolve=True)
-            except Exception as err:  # noqa: BLE001  (Hydra raises several types; all mean "fix the grid")
-                raise SweepError(f"method={method} model={model} task={task} does not compose: {err}") from err
-            hashes[(model, task, method)] = results.config_hash(resolved, world_size=world_size(cfg))
-            if run_cfg.model.source == "tiny":
-                tiny.add((model, task))
+    for model, task, method in sorted({(c.model, c.task, c.method) for c in cells}):
+        run_cfg = compose_cell(cfg, Cell(model, task, method, 0))
+        resolved = OmegaConf.to_container(run_cfg, resolve=True)
+        hashes[(model, task, method)] = results.config_hash(resolved, world_size=world_size(cfg))
+        if run_cfg.model.source == "tiny":
+            tiny.add((model, task))
     return tiny, hashes
+
+
+def compose_cell(cfg: DictConfig, cell: Cell, *more: str) -> DictConfig:
+    """The run config a cell gets (with ``more`` overrides after its own); a grid typo is a ``SweepError``."""
+    overrides = [o for o in [*run_overrides(cfg, cell, cell.out_dir(Path(cfg.sweep_dir))), *more]
+                 if not o.lstrip("+~").startswith("hydra")]
+    with _hydra_ready():
+        try:
+            run_cfg = hydra.compose(config_name="config", overrides=overrides)
+            OmegaConf.to_container(run_cfg, resolve=True)
+        except Exception as err:  # noqa: BLE001  (Hydra raises several types; all mean "fix the grid")
+            raise SweepError(f"method={cell.method} model={cell.model} task={cell.task} does not compose: "
+                             f"{err}") from err
+    return run_cfg

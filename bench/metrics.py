@@ -91,7 +91,7 @@ TASK_FIELDS = ("metric", "higher_is_better", "label", "unit", "digits", "bounds"
 
 # Columns that name a run rather than measure it.
 IDENTITY = ("model", "task", "method", "seed", "status", "error", "log_path", "mem_kind", "run_id",
-            "config_hash", "git_sha", "git_dirty", "result_path", "primary_metric", "task_metrics")
+            "config_hash", "git_sha", "git_dirty", "result_path", "primary_metric", "task_metrics", "eval_split", "lr")
 
 
 def metric(key: str, cat: Catalog | None = None) -> Metric:
@@ -179,6 +179,8 @@ def flatten(record: dict[str, Any], path: str | Path | None = None) -> dict[str,
         "result_path": str(path) if path is not None else None,
     }
     task = record.get("task_info") or {}
+    row["eval_split"] = (record.get("eval_info") or {}).get("split") or (config.get("eval") or {}).get("split", "test")
+    row["lr"] = (config.get("method") or {}).get("lr")
     row["primary_metric"] = task.get("primary_metric")
     row["task_metrics"] = json.dumps(task["metric_list"], sort_keys=True) if task.get("metric_list") else None
     for m in [*_ALL, *declared(task.get("metric_list") or [])]:
@@ -213,8 +215,10 @@ def pareto_front(frame: pd.DataFrame, objectives: Sequence[str], cat: Catalog | 
     return pd.Series(valid & ~dominated, index=frame.index)
 
 
-def load_runs(sweep_dir: Path, extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> pd.DataFrame:
-    """Every ``result.json`` under ``sweep_dir`` as one flat row, methods in the figures' order.
+def load_runs(sweep_dir: Path, extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None, *,
+              split: str | None = "test") -> pd.DataFrame:
+    """Every ``result.json`` under ``sweep_dir`` evaluated on ``split`` (test: the table's runs, not a search's
+    candidates; None: all) as one flat row, methods in the figures' order.
 
     ``extra(record)`` adds columns of its own to each row (bench.compare: config and fingerprint).
     """
@@ -225,8 +229,10 @@ def load_runs(sweep_dir: Path, extra: Callable[[dict[str, Any]], dict[str, Any]]
             rows.append({**flatten(record, path), **(extra(record) if extra else {})})
         except (json.JSONDecodeError, OSError) as err:
             log.warning("skipping unreadable %s: %s", path, err)
+    rows = [r for r in rows if split is None or r["eval_split"] == split]
     if not rows:
-        raise FileNotFoundError(f"no result.json under {sweep_dir}; run `python -m bench.sweep` first")
+        raise FileNotFoundError(f"no result.json of the {split or 'any'} split under {sweep_dir}; run "
+                                "`python -m bench.sweep` first")
     runs = pd.DataFrame(rows)
     rank = {m: i for i, m in enumerate(method_order(runs["method"].dropna()))}
     runs["_rank"] = runs["method"].map(rank)

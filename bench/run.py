@@ -40,22 +40,23 @@ def _call(dotted: str | None, *args: Any) -> Any:
 
 
 def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """The work of a run, after validation; returns the result sections."""
+    """The work of a run, after validation; returns the result sections. The evaluated split (``eval.split``:
+    test, or validation for a search's candidates) is read only after training, and a run on validation never
+    reads the test split at all."""
     import torch
     import transformers
 
-    from bench import base, data, evaluate, forgetting, measure, memory, modeling, splits, taskcfg, train
+    from bench import base, curve, data, final, forgetting, measure, memory, modeling, splits, train
 
     exact = measure.track_cpu_tensors(cfg.train.cpu_mmap_threshold)
     phases = {"process_start": _process_start(), "imported": time.time()}
     train_records = splits.load(cfg.task, "train")
-    eval_records = splits.load(cfg.task, "test")[: cfg.eval.max_records or None]   # scored once, at the end
     hydra.utils.get_method(cfg.method.builder)  # imports the method's module (peft): code is not the model's memory
     tiny_base = base.ensure(cfg) if cfg.model.source == "tiny" else None   # a base built now: before the baseline
     mem_baseline = measure.current_memory()   # before the model exists: the estimate covers what comes after
     tokenizer, model, base_info = modeling.load(cfg, tiny_base)
     validate.check_model(cfg, model)
-    ability = forgetting.before(model, tokenizer, cfg, base_info)   # the base's own, before any method touches it
+    ability = forgetting.before(model, tokenizer, cfg, base_info) if cfg.eval.split == "test" else {}   # untouched
     model_config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
     tokenizer.save_pretrained(out / "tokenizer")
     transformers.set_seed(int(cfg.seed))  # after the base, which may have been built (and drawn numbers) just now
@@ -86,16 +87,20 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001
         estimate = {"error": f"{type(err).__name__}: {err}"}
         log.warning("no memory estimate for this run: %s", estimate["error"])
-    engine = train.engine_for(model, groups, ds_config, total_steps=int(cfg.train.steps), train_cfg=cfg.train)
+    steps = train.planned_steps(cfg, examples, world)
+    engine = train.engine_for(model, groups, ds_config, total_steps=steps, train_cfg=cfg.train)
     stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
                           seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length),
                           rank=rank, world=world)
+    generate_fn = _method_fn(cfg.method.hooks.generate)
+    probe = curve.for_run(engine, tokenizer, cfg, rank=rank, world=world, generate_fn=generate_fn)
     at_start = measure.current_memory()
     was_reset = measure.reset_peak()
     phases["train_start"] = time.time()
     hooks = train.StepHooks(pre=_method_fn(cfg.method.hooks.pre_step), post=_method_fn(cfg.method.hooks.post_step))
-    fit = train.fit(engine, stream, steps=int(cfg.train.steps), grad_accum=int(cfg.train.grad_accum),
-                    log_every=int(cfg.train.log_every), hooks=hooks, desc=f"train {cfg.method.name}")
+    fit = train.fit(engine, stream, steps=steps, grad_accum=int(cfg.train.grad_accum),
+                    log_every=int(cfg.train.log_every), hooks=hooks, desc=f"train {cfg.method.name}",
+                    seconds=cfg.train.budget.seconds, every=int(cfg.eval.curve.every), probe=probe)
     peak = {**measure.peak_memory(was_reset=was_reset), "cpu_rss_tracks_tensors": exact}
     check = measure.estimate_check(estimate, peak["peak_mem_bytes"], mem_baseline, at_start)
     peak.update(mem_estimate=check, mem_estimate_bytes=check.get("total_bytes"),
@@ -103,32 +108,21 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     log.info("memory: %.3f GiB measured above the start; estimate: %s", check["measured_bytes"] / 2**30,
              f"{check['total_bytes'] / 2**30:.3f} GiB" if "total_bytes" in check else check["error"])
     phases["train_end"] = time.time()
-    trained = engine.module   # ZeRO-1 keeps every weight on every rank: each evaluates a shard
-    eval_examples = data.encode(eval_records, tokenizer, cfg.task)
-    eval_loss = evaluate.eval_loss(trained, eval_examples, batch_size=int(cfg.eval.batch_size),
-                                   pad_id=tokenizer.pad_token_id, rank=rank, world=world)
-    generate_fn = _method_fn(cfg.method.hooks.generate)
-    metrics, rows = evaluate.evaluate(trained, tokenizer, eval_records, cfg.task, batch_size=int(cfg.eval.batch_size),
-                                      max_new_tokens=int(cfg.eval.max_new_tokens), rank=rank, world=world,
-                                      generate_fn=generate_fn)
+    fit["budget"] = train.budget_record(cfg, fit, planned=steps)
+    if probe is not None:
+        fit["curve"] = probe.record()
+    ran = final.Trained(engine.module, tokenizer, rank=rank, world=world, generate_fn=generate_fn,
+                        hooks_state=hooks.state, ability=ability, base_info=base_info,
+                        train_records=len(train_records))   # ZeRO-1: every rank holds every weight
+    sections = final.finish(cfg, ran, out)
     if rank != 0:   # rank 0 alone saves, times inference and writes
         return {"phases": phases}
-    metrics.update(forgetting.after(trained, tokenizer, cfg, base_info, ability, generate_fn=generate_fn))   # before latency merges for good
-    sizes = _call(cfg.method.saver, trained, out, cfg.method)
-    summary = _call(cfg.method.hooks.summary, trained, hooks.state)
-    results.write_jsonl(out / "predictions.jsonl", rows)
-    metrics.update(evaluate.inference_latency(trained, tokenizer, eval_records, cfg.task, cfg.eval.latency,
-                                              merge=bool(cfg.method.mergeable), generate_fn=generate_fn))
     phases["eval_end"] = time.time()
-    train_info = {**fit, "eval_loss": eval_loss, **peak, **params, "adapter_bytes": sizes.pop("adapter"),
-                  "adapter_bytes_variants": sizes, "precision": prec,
-                  "method_summary": summary, "answers_cut": data.answers_cut(examples),
-                  "eval_answers_cut": data.answers_cut(eval_examples),
+    train_info = {**fit, **sections.pop("train_info"), **peak, **params, "precision": prec,
+                  "answers_cut": data.answers_cut(examples),
                   "pad_share": data.pad_share(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
                                               group_by_length=bool(cfg.train.group_by_length))}
-    task_info = {**taskcfg.task_info(cfg.task), "splits": splits.sizes(cfg.task), "test_records": len(eval_records)}
-    return {"train_info": train_info, "eval_info": metrics, "task_info": task_info, "base_info": base_info,
-            "phases": phases}
+    return {"train_info": train_info, **sections, "base_info": base_info, "phases": phases}
 
 
 def execute(cfg: DictConfig) -> int:

@@ -44,8 +44,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import results
-from bench.grid import Cell, SweepError, check_grid, common_overrides, grid, is_done, run_overrides, status_of
+from bench import results, search
+from bench.grid import (Cell, SweepError, check_grid, common_overrides, grid, is_done, run_overrides, status_of,
+                        tuned_key)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,8 @@ def run_cells(cfg: DictConfig, cells: Sequence[Cell], *, todo: set[Cell],
             continue
         log.info("[%d/%d] %s: running, log %s", i, len(cells), cell.label(), cell.out_dir(root) / "run.log")
         began = time.perf_counter()
-        statuses[cell] = run_cell(cfg, cell, root, base_error=bases.get((cell.model, cell.task)))
+        statuses[cell] = run_cell(cfg, cell, root, base_error=bases.get((cell.model, cell.task))
+                                  or bases.get(tuned_key(cell.model, cell.task, cell.method)))
         spent.append(time.perf_counter() - began)
         left -= 1
         eta = sum(spent) / len(spent) * left
@@ -187,12 +189,19 @@ def run_sweep(cfg: DictConfig, *, report: bool = True) -> int:
     except SweepError as err:
         log.error("%s", err)
         return 2
+    searching = bool(cfg.search.lr_factors)
     todo = {c for c in cells
             if not is_done(c.out_dir(root) / "result.json", hashes[(c.model, c.task, c.method)])}
     log.info("sweep %s: %d cells, %d done earlier, %d to run", root, len(cells), len(cells) - len(todo), len(todo))
-    pairs = sorted({(c.model, c.task) for c in todo} & tiny) if cfg.base_cmd else []
-    bases = {pair: build_base(cfg, *pair, root=root) for pair in pairs}
-    statuses = run_cells(cfg, cells, todo=todo, bases=bases, root=root)
+    pairs = sorted({(c.model, c.task) for c in (cells if searching else todo)} & tiny) if cfg.base_cmd else []
+    blocked: dict[Any, str | None] = {pair: build_base(cfg, *pair, root=root) for pair in pairs}
+    if searching:   # the chosen learning rates change the cells' configs: their hashes and what is done
+        blocked.update(search.phase(cfg, cells, root, hashes=hashes, blocked=blocked,
+                                    launch=lambda cmd, path: run_logged([*executable(cfg.search_cmd), *cmd], path)))
+        _, hashes = check_grid(cfg, cells)
+        todo = {c for c in cells
+                if not is_done(c.out_dir(root) / "result.json", hashes[(c.model, c.task, c.method)])}
+    statuses = run_cells(cfg, cells, todo=todo, bases=blocked, root=root)
     summarize(root, statuses)
     if report and cfg.report:
         write_report(root)

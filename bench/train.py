@@ -186,19 +186,30 @@ def final_window(steps: int) -> int:
     return max(1, math.ceil(steps / 10))
 
 
-def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, grad_accum: int, log_every: int,
-        hooks: StepHooks | None = None, desc: str = "train") -> dict[str, Any]:
-    """Run ``steps`` optimizer steps; the losses are read back from the device every ``log_every`` steps only.
+Probe = Callable[[dict[str, float]], bool]   # fn({step, tokens, seconds}) -> stop? (a learning-curve point)
 
-    ``loss_curve`` is the task's token cross-entropy per optimizer step (token-weighted over micro-batches and
-    ranks) for every method; ``objective_curve`` is what the optimizer minimised (the cross-entropy plus any
-    term the method adds, e.g. AdaLoRA's orthogonality regularizer). ``final_loss`` is the token-weighted
-    cross-entropy of the last ``final_loss_steps`` steps.
+
+def _any_rank(flag: bool, device: Any) -> bool:
+    """True on every rank when it is true on one (a decision all ranks must take together)."""
+    return bool(sum_over_ranks(torch.tensor([float(flag)], device=device)) > 0)
+
+
+def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, grad_accum: int, log_every: int,
+        hooks: StepHooks | None = None, desc: str = "train", seconds: float | None = None, every: int = 0,
+        probe: Probe | None = None) -> dict[str, Any]:
+    """Run up to ``steps`` optimizer steps; the losses are read back from the device every ``log_every`` steps only.
+
+    Training stops early at ``seconds`` of training time (the ranks decide together) or when ``probe`` (called
+    every ``every`` steps with the steps, tokens and training seconds spent so far, on every rank; its own time is
+    not training time) says so. ``loss_curve`` is the task's token cross-entropy per optimizer step
+    (token-weighted over micro-batches and ranks) for every method; ``objective_curve`` is what the optimizer
+    minimised (the cross-entropy plus any term the method adds, e.g. AdaLoRA's orthogonality regularizer).
+    ``final_loss`` is the token-weighted cross-entropy of the last ``final_loss_steps`` steps.
     """
     engine.train()
     hooks = hooks or StepHooks()
     sums: list[torch.Tensor] = []   # per step: [ce sum, answer tokens, objective sum]
-    tokens = 0
+    tokens, probing, stopped_by = 0, 0.0, "steps"
     start = time.perf_counter()
     rank0 = int(os.environ.get("RANK", 0)) == 0
     progress = tqdm(total=steps, desc=desc, mininterval=2.0) if rank0 else None
@@ -225,22 +236,41 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
         if (step + 1) % log_every == 0 and progress is not None:   # one device read per log_every steps
             recent = torch.stack(sums[-log_every:]).sum(dim=0)
             progress.set_postfix(loss=f"{float(recent[0] / recent[1]):.4f}", refresh=False)
+        if probe is not None and every and (step + 1) % every == 0 and step + 1 < steps:
+            spent = {"step": step + 1, "tokens": _total(tokens, engine.device),
+                     "seconds": time.perf_counter() - start - probing}
+            begun = time.perf_counter()
+            stop = probe(spent)
+            engine.train()
+            probing += time.perf_counter() - begun
+            if stop:
+                stopped_by = "early_stopping"
+                break
+        if seconds is not None and _any_rank(time.perf_counter() - start - probing >= seconds, engine.device):
+            stopped_by = "seconds"
+            break
     if progress is not None:
         progress.close()
+    done = len(sums)
     totals = sum_over_ranks(torch.stack(sums)).cpu()
-    elapsed = time.perf_counter() - start
-    tokens = int(sum_over_ranks(torch.tensor(tokens, dtype=torch.long, device=engine.device)))
-    window = final_window(steps)
+    elapsed = time.perf_counter() - start - probing
+    tokens = _total(tokens, engine.device)
+    window = final_window(done)
     last = totals[-window:].sum(dim=0)
     overflow = int(getattr(engine, "skipped_steps", 0))
     scale = loss_scale(engine)
     if overflow:
         log.warning("fp16 loss scaling: %d of %d optimizer steps skipped on overflow; final loss scale %s",
-                    overflow, steps, scale)
-    return {"steps": steps, "train_tokens": tokens, "train_time_s": elapsed, "tokens_per_s": tokens / elapsed,
+                    overflow, done, scale)
+    return {"steps": done, "train_tokens": tokens, "train_time_s": elapsed, "tokens_per_s": tokens / elapsed,
             "loss_curve": (totals[:, 0] / totals[:, 1]).tolist(), "objective_curve": (totals[:, 2] / totals[:, 1]).tolist(),
             "final_loss": float(last[0] / last[1]), "final_loss_steps": window, "skipped_steps": overflow,
-            "loss_scale_final": scale}
+            "loss_scale_final": scale, "stopped_by": stopped_by, "probe_time_s": probing}
+
+
+def _total(tokens: int, device: Any) -> int:
+    """Tokens trained on by all ranks together."""
+    return int(sum_over_ranks(torch.tensor(tokens, dtype=torch.long, device=device)))
 
 
 def loss_scale(engine: Any) -> float | None:
@@ -248,3 +278,26 @@ def loss_scale(engine: Any) -> float | None:
     if not engine.fp16_enabled():
         return None
     return float(getattr(engine.optimizer, "loss_scale", None) or getattr(engine.optimizer, "cur_scale", 0.0))
+
+
+def planned_steps(cfg: Any, examples: list[dict[str, Any]], world: int) -> int:
+    """``train.steps``, or the fewer steps that reach ``train.budget.tokens`` (the schedule runs over these)."""
+    tokens = cfg.train.budget.get("tokens")
+    if not tokens:
+        return int(cfg.train.steps)
+    from bench import data
+
+    return data.steps_for_tokens(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
+                                 group_by_length=bool(cfg.train.group_by_length), world=world,
+                                 grad_accum=int(cfg.train.grad_accum), tokens=int(tokens), cap=int(cfg.train.steps))
+
+
+def budget_record(cfg: Any, fit: dict[str, Any], *, planned: int) -> dict[str, Any]:
+    """The budget the run was given and what it spent of steps, training tokens and training seconds."""
+    budget = cfg.train.budget
+    kind = "tokens" if budget.get("tokens") else "seconds" if budget.get("seconds") else "steps"
+    stopped = "tokens" if kind == "tokens" and fit["stopped_by"] == "steps" and planned < int(cfg.train.steps) \
+        else fit["stopped_by"]
+    return {"kind": kind, "steps": int(cfg.train.steps), "tokens": budget.get("tokens"),
+            "seconds": budget.get("seconds"), "planned_steps": planned, "stopped_by": stopped,
+            "spent": {"steps": fit["steps"], "tokens": fit["train_tokens"], "seconds": fit["train_time_s"]}}

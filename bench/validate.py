@@ -25,11 +25,11 @@ from bench.errors import ConfigError, InputError  # noqa: F401  (InputError: cal
 POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
             "task.max_length", "task.max_new_tokens", "eval.max_new_tokens", "forgetting.window",
             "forgetting.max_tokens", "forgetting.batch_size")
-OPTIONAL_COUNTS = ("eval.max_records", "task.data.max_records.train", "task.data.max_records.validation",
+OPTIONAL_COUNTS = ("eval.max_records", "eval.curve.every", "eval.curve.patience", "train.budget.tokens", "task.data.max_records.train", "task.data.max_records.validation",
                    "task.data.max_records.test")
 CHOICES = {"train.schedule": ("cosine", "linear", "constant"), "deepspeed.precision": ("auto", "fp16", "bf16", "fp32"),
            "model.source": ("tiny", "hub", "local", "package"),
-           "forgetting.measure": ("auto", "general_text", "source_task", "none")}
+           "forgetting.measure": ("auto", "general_text", "source_task", "none"), "eval.split": ("test", "validation")}
 ZERO_STAGES = (1,)   # the ZeRO stages built and tested here (evaluation and saving read every weight on every rank)
 CALLABLES = ("builder", "saver", "loader")   # and every entry of method.hooks
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length")
@@ -78,6 +78,15 @@ def _numbers(cfg: Any) -> None:
         value = _value(cfg, key)
         if value is not None and (not _is_number(value) or int(value) < 0):
             raise ConfigError(f"{key}={value} must be null (no cap) or a whole number ≥ 0")
+    seconds = _value(cfg, "train.budget.seconds")
+    if seconds is not None and (not _is_number(seconds) or float(seconds) <= 0):
+        raise ConfigError(f"train.budget.seconds={seconds} must be null (no time budget) or a number > 0")
+    if _value(cfg, "train.budget.tokens") and seconds is not None:
+        raise ConfigError("train.budget.tokens and train.budget.seconds are both set; give one budget (train.steps "
+                          "stays the cap)")
+    if int(_value(cfg, "eval.curve.every") or 0) and int(_value(cfg, "eval.curve.records") or 0) <= 0:
+        raise ConfigError(f"eval.curve.records={_value(cfg, 'eval.curve.records')} must be > 0 when eval.curve.every "
+                          "is set")
     for i, group in enumerate(cfg.method.get("param_groups") or []):
         if "match" not in group or not _is_number(group.get("lr")) or float(group.get("lr")) <= 0:
             raise ConfigError(f"method.param_groups[{i}]={dict(group)} needs a 'match' substring and an lr > 0")
@@ -198,7 +207,8 @@ def _data(cfg: Any) -> list[str]:
     taskcfg.declared(cfg.task)
     if cfg.model.source == "tiny":
         taskcfg.source_task(cfg.task)
-    loaded = splits.load_all(cfg.task)
+    # train, validation and the split this run evaluates: a run on validation never reads the test split
+    loaded = {split: splits.load(cfg.task, split) for split in dict.fromkeys(["train", "validation", cfg.eval.split])}
     for split, records in loaded.items():
         _prompts(cfg.task, task, split, records[:1])
     return list(task.check(cfg.task, loaded)) if hasattr(task, "check") else []

@@ -1,0 +1,73 @@
+"""The final evaluation of a trained model: its evaluated split scored once, then forgetting, saving and latency.
+
+``eval.split: test`` (the default) is the table's evaluation: the test split is read here, after training, for
+the first time in the run. ``eval.split: validation`` scores the validation split instead and never reads the
+test split (a learning-rate search's candidates); forgetting and the latency passes, test-time measurements,
+are left out there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+
+from bench import data, evaluate, forgetting, results, splits, taskcfg
+
+
+@dataclass
+class Trained:
+    """What the run hands its final evaluation: the trained model (every weight on every rank under ZeRO-1) and
+    what it needs beside it."""
+
+    model: Any
+    tokenizer: Any
+    rank: int
+    world: int
+    generate_fn: evaluate.Generate | None
+    hooks_state: dict[str, Any] = field(default_factory=dict)
+    ability: dict[str, Any] = field(default_factory=dict)
+    base_info: dict[str, Any] = field(default_factory=dict)
+    train_records: int = 0
+
+
+def _call(dotted: str | None, *args: Any) -> Any:
+    """The function a method YAML names by dotted path, called; None names nothing."""
+    return hydra.utils.get_method(dotted)(*args) if dotted else None
+
+
+def evaluate_split(cfg: Any, ran: Trained) -> tuple[list[dict[str, str]], dict[str, Any], list[dict[str, Any]], float,
+                                                     int]:
+    """The evaluated split's records, scores, prediction rows, loss and answers cut (sharded over the ranks)."""
+    records = splits.load(cfg.task, str(cfg.eval.split))[: cfg.eval.max_records or None]
+    examples = data.encode(records, ran.tokenizer, cfg.task)
+    loss = evaluate.eval_loss(ran.model, examples, batch_size=int(cfg.eval.batch_size),
+                              pad_id=ran.tokenizer.pad_token_id, rank=ran.rank, world=ran.world)
+    scores, rows = evaluate.evaluate(ran.model, ran.tokenizer, records, cfg.task, batch_size=int(cfg.eval.batch_size),
+                                     max_new_tokens=int(cfg.eval.max_new_tokens), rank=ran.rank, world=ran.world,
+                                     generate_fn=ran.generate_fn)
+    return records, scores, rows, loss, data.answers_cut(examples)
+
+
+def finish(cfg: Any, ran: Trained, out: Path) -> dict[str, Any]:
+    """Score, save and time the trained model; the result sections it fills ({} on ranks other than 0)."""
+    split = str(cfg.eval.split)
+    records, scores, rows, loss, cut = evaluate_split(cfg, ran)
+    if ran.rank != 0:   # rank 0 alone saves, times inference and writes
+        return {}
+    scores["split"] = split
+    if split == "test":   # forgetting before latency, which merges an adapter into the weights for good
+        scores.update(forgetting.after(ran.model, ran.tokenizer, cfg, ran.base_info, ran.ability,
+                                       generate_fn=ran.generate_fn))
+    sizes = _call(cfg.method.saver, ran.model, out, cfg.method)
+    summary = _call(cfg.method.hooks.summary, ran.model, ran.hooks_state)
+    results.write_jsonl(out / "predictions.jsonl", rows)
+    if split == "test":
+        scores.update(evaluate.inference_latency(ran.model, ran.tokenizer, records, cfg.task, cfg.eval.latency,
+                                                 merge=bool(cfg.method.mergeable), generate_fn=ran.generate_fn))
+    task_info = {**taskcfg.task_info(cfg.task), "splits": {"train": ran.train_records, split: len(records)}}
+    train_info = {"eval_loss": loss, "eval_answers_cut": cut, "adapter_bytes": sizes.pop("adapter"),
+                  "adapter_bytes_variants": sizes, "method_summary": summary}
+    return {"train_info": train_info, "eval_info": scores, "task_info": task_info}
