@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
-
 from omegaconf import OmegaConf
+from scipy import stats as sps
 
 from bench import baseline, compare, metrics
 
@@ -18,7 +20,7 @@ F1 = {"full": 0.90, "lora": 0.80, "prefix_tuning": 0.40}
 
 
 def fake_record(out: Path, method: str, seed: int, *, f1: float, steps: int = 120, base_key: str = "b4se",
-                cache_dir: str = ".cache/peftbench", train_time: float = 10.0) -> dict:
+                cache_dir: str = ".cache/peftbench", train_time: float = 10.0, device: str = "cpu") -> dict:
     """A successful result JSON in bench.run's shape, with a resolved config and a fingerprint."""
     config = {"model": {"name": "tiny_llama", "arch": {"hidden_size": 64}}, "task": {"name": "triples_synth"},
               "method": {"name": method, "lr": 0.005}, "train": {"steps": steps, "schedule": "cosine"},
@@ -34,7 +36,8 @@ def fake_record(out: Path, method: str, seed: int, *, f1: float, steps: int = 12
                       "parse_fail_rate": 0.05, "latency_ms_p50": 3.0},
         "task_info": {"name": "triples_synth", "primary_metric": "f1_micro", "metric_list": TRIPLES},
         "base_info": {"key": base_key, "build_time_s": 90.0, "source_metric": "f1_micro", "source_score": 0.96},
-        "meta_info": {"versions": {"torch": "2.13.0+cpu", "peft": "0.21.2"}, "device": "cpu", "gpu_name": None},
+        "meta_info": {"versions": {"torch": "2.13.0+cpu", "peft": "0.21.2"}, "device": device,
+                      "gpu_name": "NVIDIA H100" if device.startswith("cuda") else None},
     }
 
 
@@ -122,19 +125,99 @@ def test_lowered_within_multi_seed_noise_is_unchanged(tmp_path: Path, capsys: py
     assert code == 1 and verdicts(out)[("lora", "F1 micro")] == "regressed"
 
 
-def test_allowed_delta_rule() -> None:
+def test_floor_and_noise_rule() -> None:
     rules, cat = compare.load_rules(), metrics.catalog([TRIPLES])
     f1, fails = cat["f1_micro"], cat["parse_fail_rate"]
     one = {"mean": 0.8, "std": None, "n": 1}
-    assert compare.allowed_delta(f1, one, one, rules) == (pytest.approx(0.005), "tol")   # the task's declared floor
-    three = {"mean": 0.8, "std": 0.03, "n": 3}
-    assert compare.allowed_delta(f1, three, three, rules) == (pytest.approx(3 * (2 * 0.03**2 / 3) ** 0.5), "noise")
-    exact = {"mean": 0.8, "std": 0.0, "n": 3}                      # deterministic seeds: the floor still holds
-    assert compare.allowed_delta(f1, exact, exact, rules) == (pytest.approx(0.005), "tol")
+    assert compare.floor_of(f1, one, rules) == pytest.approx(0.005)            # the task's declared floor
+    p, rule = compare.noise_test(one, one)
+    assert math.isnan(p) and rule == "tol"                                     # one seed a side: the floor alone
+    exact = {"mean": 0.8, "std": 0.0, "n": 3}                                  # deterministic seeds: no spread
+    assert math.isnan(compare.noise_test(exact, {**exact, "mean": 0.7})[0])
+    three, lower = {"mean": 0.8, "std": 0.03, "n": 3}, {"mean": 0.7, "std": 0.03, "n": 3}
+    p, rule = compare.noise_test(three, lower)
+    assert rule == "noise" and p == pytest.approx(2 * sps.t.sf(0.1 / (0.03 * (2 / 3) ** 0.5), 4))   # Welch, df 4
+    assert compare.noise_test(three, {"mean": 0.7, "std": None, "n": 1})[1] == "noise of the n=3 side"
     assert compare.judge(fails, +0.1, 0.005) == "regressed"        # direction declared by the task
     assert compare.judge(fails, -0.1, 0.005) == "improved"
     overridden = {**rules, "tolerance": {**rules["tolerance"], "f1_micro": {"abs": 0.02}}}
-    assert compare.allowed_delta(f1, one, one, overridden) == (pytest.approx(0.02), "tol")   # compare.yaml wins
+    assert compare.floor_of(f1, one, overridden) == pytest.approx(0.02)         # compare.yaml wins
+
+
+def test_deterministic_rows_are_judged_by_the_floor_alone() -> None:
+    """On CPU seeds agree exactly (std 0): no p-value, and a shift beyond the floor regresses whatever the table."""
+    rows = compare.compare([entry("lora", {"f1_micro": (0.8, 0.0, 3)})], [entry("lora", {"f1_micro": (0.79, 0.0, 3)})],
+                           compare.load_rules())
+    assert rows[0].verdict == "regressed" and rows[0].rule == "tol" and math.isnan(rows[0].p)
+
+
+def entry(method: str, stats: dict[str, tuple[float, float | None, int]]) -> dict:
+    """A summarized entry (bench.baseline's shape) with {metric: (mean, std, n)}."""
+    return {"model": "tiny_llama", "task": "triples_synth", "method": method, "task_metrics": TRIPLES,
+            "metrics": {k: {"mean": m, "std": s, "n": n} for k, (m, s, n) in stats.items()}}
+
+
+@pytest.mark.parametrize("correction, tested", [("none", 1), ("holm", 21)])
+def test_one_seed_against_three_uses_the_measured_spread(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         correction: str, tested: int) -> None:
+    """n=1 against n=3 (spread s): t = delta / (s·sqrt(1/1 + 1/3)) on 2 df; the seven rows that move with F1 in each
+    of three methods are tested (21), and Holm holds lora's seven identical p-values to alpha/21 first."""
+    spread = 0.005
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(OmegaConf.to_yaml({**compare.load_rules(), "correction": correction}))
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before", (0, 1, 2), spread=spread))
+    critical = sps.t.isf(0.05 / 2 / tested, 2) * spread * (1 + 1 / 3) ** 0.5   # 0.0248 (none), 0.118 (holm)
+    for factor, expected, code_expected in ((0.8, "unchanged", 0), (1.2, "regressed", 1)):
+        after = write_sweep(tmp_path / f"after{factor}", shift={"lora": -factor * critical})
+        code, out = run_compare(after, base, capsys, "--rules", str(rules))
+        assert verdicts(out)[("lora", "F1 micro")] == expected and code == code_expected, out
+        assert "(noise of the n=3 side)" in out and f"over the {3 * 7} rows" in out
+
+
+def test_holm_keeps_a_table_of_pure_noise_free_of_false_alarms() -> None:
+    """50 entries whose seeds (n=3 a side) come from one distribution: some rows pass p < 0.05 by chance, and
+    judged alone they would be called changed; Holm over the table calls none."""
+    rng = np.random.default_rng(7)
+    draws = rng.normal(0.8, 0.05, size=(50, 2, 3))           # entry, side, seed: no real shift anywhere
+    sides = [[entry(f"m{i:02d}", {"f1_micro": (float(d.mean()), float(d.std(ddof=1)), 3)}) for i, d in
+              enumerate(draws[:, side])] for side in (0, 1)]
+    rules = compare.load_rules()
+    alone = compare.compare(*sides, {**rules, "correction": "none"})
+    holm = compare.compare(*sides, rules)
+    chance = [r for r in alone if r.p <= 0.05]
+    assert len(holm) == 50 and all(not math.isnan(r.p) for r in holm)
+    assert len(chance) >= 1 and all(r.verdict != "unchanged" for r in chance)       # 2 false alarms, uncorrected
+    assert all(r.verdict == "unchanged" for r in holm) and min(r.p_adj for r in holm) > 0.05
+    bh = compare.compare(*sides, {**rules, "correction": "bh"})
+    assert all(r.verdict == "unchanged" for r in bh)
+
+
+def test_a_real_shift_still_shows_under_holm() -> None:
+    """The correction is no blindfold: a shift of many standard errors on one of 50 noisy entries regresses."""
+    rng = np.random.default_rng(7)
+    draws = rng.normal(0.8, 0.05, size=(50, 2, 3))
+    draws[10, 1] -= 0.5
+    sides = [[entry(f"m{i:02d}", {"f1_micro": (float(d.mean()), float(d.std(ddof=1)), 3)}) for i, d in
+              enumerate(draws[:, side])] for side in (0, 1)]
+    rows = compare.compare(*sides, compare.load_rules())
+    assert [r.entry[2] for r in rows if r.verdict != "unchanged"] == ["m10"] and rows[10].verdict == "regressed"
+
+
+def test_one_seed_on_a_gpu_against_a_cpu_baseline_is_noted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    code, out = run_compare(write_sweep(tmp_path / "gpu", device="cuda"), base, capsys)
+    assert code == 0 and compare.GPU_NOTE in out and "(3 of 3 entries)" in out and "device: cpu → cuda" in out
+    code, out = run_compare(write_sweep(tmp_path / "gpu3", (0, 1, 2), device="cuda"), base, capsys)
+    assert compare.GPU_NOTE not in out                                          # three seeds measured their noise
+    code, out = run_compare(write_sweep(tmp_path / "cpu"), base, capsys)
+    assert code == 0 and compare.GPU_NOTE not in out
+
+
+def test_bad_correction_is_refused_naming_the_field(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(OmegaConf.to_yaml({**compare.load_rules(), "correction": "bonferroni"}))
+    with pytest.raises(ValueError, match="correction 'bonferroni' unknown; use one of holm, bh, none"):
+        compare.load_rules(rules)
 
 
 def test_config_mismatch_is_refused_naming_the_keys(tmp_path: Path, capsys: pytest.CaptureFixture,
