@@ -14,7 +14,9 @@ from typing import Any
 
 import hydra
 
-from bench import data, evaluate, forgetting, results, splits, taskcfg
+from bench import data, evaluate, forgetting, results, splits, stats, taskcfg
+
+RESAMPLES = 1000   # bootstrap draws over test records: the interval's ends move < 0.005 between seeds of it
 
 
 @dataclass
@@ -51,6 +53,20 @@ def evaluate_split(cfg: Any, ran: Trained) -> tuple[list[dict[str, str]], dict[s
     return records, scores, rows, loss, data.answers_cut(examples)
 
 
+def interval(task_cfg: Any, rows: list[dict[str, Any]], *, confidence: float = 0.95) -> dict[str, Any]:
+    """The primary metric's percentile bootstrap interval over the test records (any number of seeds)."""
+    metric, _ = taskcfg.primary(task_cfg)
+    predictions, references = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+
+    def score(idx: Any) -> float:
+        """The primary metric on the records ``idx``."""
+        return float(taskcfg.scored(task_cfg, [predictions[i] for i in idx], [references[i] for i in idx])[metric])
+
+    point, low, high = stats.bootstrap_interval(score, len(rows), confidence=confidence, resamples=RESAMPLES)
+    return {"metric": metric, "value": point, "low": low, "high": high, "confidence": confidence,
+            "resamples": RESAMPLES, "records": len(rows)}
+
+
 def finish(cfg: Any, ran: Trained, out: Path) -> dict[str, Any]:
     """Score, save and time the trained model; the result sections it fills ({} on ranks other than 0)."""
     split = str(cfg.eval.split)
@@ -58,6 +74,8 @@ def finish(cfg: Any, ran: Trained, out: Path) -> dict[str, Any]:
     if ran.rank != 0:   # rank 0 alone saves, times inference and writes
         return {}
     scores["split"] = split
+    if split == "test":
+        scores["bootstrap"] = interval(cfg.task, rows)
     if split == "test":   # forgetting before latency, which merges an adapter into the weights for good
         scores.update(forgetting.after(ran.model, ran.tokenizer, cfg, ran.base_info, ran.ability,
                                        generate_fn=ran.generate_fn))

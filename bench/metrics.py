@@ -189,7 +189,10 @@ def flatten(record: dict[str, Any], path: str | Path | None = None) -> dict[str,
     evaluation = record.get("eval_info") or {}
     for key in ("latency_new_tokens", "latency_batch_size", "forgetting_measure"):
         row[key] = evaluation.get(key, np.nan)
+    boot = evaluation.get("bootstrap") or {}
+    row["boot_low"], row["boot_high"] = boot.get("low", np.nan), boot.get("high", np.nan)
     row["loss_curve"] = list(train.get("loss_curve") or [])
+    row["curve"] = list((train.get("curve") or {}).get("points") or [])
     return row
 
 

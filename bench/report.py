@@ -208,7 +208,7 @@ def write_report(sweep_dir: Path, *, figures: bool = True) -> dict[str, Any]:
     write_atomic(written["table.md"], markdown(runs, summary, f"Sweep report: {sweep_dir.resolve().name}", cat))
     write_atomic(written["table.csv"], summary.to_csv(index=False))
     write_atomic(written["table.tex"], latex(runs, summary, cat))
-    write_atomic(written["runs.csv"], runs.drop(columns="loss_curve").to_csv(index=False))
+    write_atomic(written["runs.csv"], runs.drop(columns=["loss_curve", "curve"]).to_csv(index=False))
     written["figures"] = plots.write_figures(runs, out / "figures") if figures else []
     written["runs"], written["failed"] = len(runs), int((runs["status"] != "success").sum())
     return written

@@ -163,9 +163,10 @@ def run_cells(cfg: DictConfig, cells: Sequence[Cell], *, todo: set[Cell],
 
 
 def write_report(root: Path) -> dict[str, Any]:
-    """Tables and figures of the whole sweep folder, and where they are."""
-    from bench import report
+    """Significance against the best method (it imports task code to rescore), then the tables and figures."""
+    from bench import report, significance
 
+    significance.write(root)
     written = report.write_report(root)
     log.info("tables: %s (also .csv, .tex; runs.csv)", written["table.md"])
     log.info("figures: %s (%d PNG + PDF)", root / "report" / "figures", len(written["figures"]))
