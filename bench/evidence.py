@@ -18,6 +18,8 @@ import pandas as pd
 
 from bench import stats
 
+SIGNIFICANCE = "significance.json"   # written by bench.significance at the end of a sweep
+
 
 def choices(root: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Every learning-rate search's choice in a sweep folder, by (model, task, method)."""
@@ -81,3 +83,31 @@ def cells(row: pd.Series, *, tex: bool) -> dict[str, str]:
     if not math.isnan(row["search_runs"]):
         shown["Search (runs, s)"] = f"{int(row['search_runs'])}, {row['search_cost_s']:.0f}"
     return shown
+
+
+def read(root: Path, runs: Any) -> dict[str, Any]:
+    """The verdicts whose runs are exactly the current ones (a rerun makes them stale: then none)."""
+    try:
+        found = json.loads((Path(root) / SIGNIFICANCE).read_text())
+    except (OSError, ValueError):
+        return {}
+    current = {}
+    for key, verdict in found.items():
+        model, task = key.split("|", 1)
+        ok = runs[(runs["model"] == model) & (runs["task"] == task) & (runs["status"] == "success")]
+        if sorted(str(r) for r in ok["run_id"].dropna()) == verdict["run_ids"]:
+            current[key] = verdict
+    return current
+
+
+def note(summary: pd.DataFrame) -> str:
+    """What the evidence columns of one table mean, from what they hold."""
+    kinds = sorted(set(summary["ci_kind"]) - {""})
+    parts = [f"95% CI: {' / '.join(kinds)}." if kinds else ""]
+    if (summary["vs_best"] != "").any():
+        parts.append("vs best: one-sided paired bootstrap against the best method on the same test records, "
+                     "Holm-corrected over the table (alpha 0.05); ≈ best: not significantly worse.")
+    if summary["search_runs"].notna().any():
+        parts.append("LR: chosen by the learning-rate search on the validation split (candidates × the method's own "
+                     "rate; `search/`); Search: its candidate runs and their wall seconds.")
+    return " ".join(p for p in parts if p)

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from bench import metrics, plots
+from bench import evidence, metrics, plots, tuning_plots
 from bench.metrics import Catalog
 from bench.metrics import load_runs  # noqa: F401  (report.load_runs: the frame every table is built from)
 from bench.registry import MEM_KINDS
@@ -57,7 +57,8 @@ def summarize(runs: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataF
         ok = group[group["status"] == "success"]
         row: dict[str, Any] = {"model": model, "task": task, "method": method,
                                "status": status_text(group["status"]), "seeds": len(ok), "runs": len(group),
-                               "mem_kind": " / ".join(sorted(ok["mem_kind"].dropna().unique()))}
+                               "mem_kind": " / ".join(sorted(ok["mem_kind"].dropna().unique())),
+                               "primary": metrics.primary(ok)}
         for key in keys:
             row[f"{key}_mean"], row[f"{key}_std"] = ok[key].mean(), ok[key].std()
         rows.append(row)
@@ -106,6 +107,10 @@ def table(summary: pd.DataFrame, keys: Sequence[str], cat: Catalog, *, tex: bool
         out[esc(heading) if not tex else _tex_heading(heading)] = [
             cell(mn, sd, key, best=b, tex=tex, cat=cat)
             for mn, sd, b in zip(summary[f"{key}_mean"], summary[f"{key}_std"], best)]
+        if key in set(summary["primary"].dropna()):   # the evidence for the headline, beside it
+            shown = [evidence.cells(row, tex=tex) for _, row in summary.iterrows()]
+            for name in dict.fromkeys(k for s in shown for k in s):
+                out[esc(name)] = [s.get(name, "--" if tex else "—") for s in shown]
     return out
 
 
@@ -165,12 +170,13 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str, cat: Catalog
     for model, task, group, mine in groups(runs, summary):
         keys = columns(mine)
         shown = table(group, keys, cat)
-        align = ["left", "left", "right"] + ["right"] * len(keys)
+        align = ["left", "left", "right"] + ["right"] * (len(shown.columns) - 3)
         text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)   # keep "0.980", not 0.98
         primary = metrics.primary(mine)
         parts += [f"## {model} · {task}\n", text + "\n"]
         if primary:
-            parts.append(f"Primary metric: {metrics.metric(primary, cat).label} (`{primary}`), as the task declares.\n")
+            parts.append(f"Primary metric: {metrics.metric(primary, cat).label} (`{primary}`), as the task declares. "
+                         + evidence.note(group) + "\n")
         note = forgetting_note(mine)
         if note:
             parts.append(note + "\n")
@@ -203,13 +209,15 @@ def write_report(sweep_dir: Path, *, figures: bool = True) -> dict[str, Any]:
     """Tables (and figures) of ``sweep_dir`` under ``sweep_dir/report``; returns what was written where."""
     sweep_dir = Path(sweep_dir)
     runs, out = load_runs(sweep_dir), sweep_dir / "report"
-    summary, cat = summarize(runs), metrics.catalog_of(runs)
+    cat = metrics.catalog_of(runs)
+    summary = evidence.columns(runs, summarize(runs), root=sweep_dir, verdicts=evidence.read(sweep_dir, runs))
     written: dict[str, Any] = {name: out / name for name in ("table.md", "table.csv", "table.tex", "runs.csv")}
     write_atomic(written["table.md"], markdown(runs, summary, f"Sweep report: {sweep_dir.resolve().name}", cat))
     write_atomic(written["table.csv"], summary.to_csv(index=False))
     write_atomic(written["table.tex"], latex(runs, summary, cat))
     write_atomic(written["runs.csv"], runs.drop(columns=["loss_curve", "curve"]).to_csv(index=False))
-    written["figures"] = plots.write_figures(runs, out / "figures") if figures else []
+    written["figures"] = (plots.write_figures(runs, out / "figures")
+                          + tuning_plots.write(runs, evidence.choices(sweep_dir), out / "figures", cat)) if figures else []
     written["runs"], written["failed"] = len(runs), int((runs["status"] != "success").sum())
     return written
 

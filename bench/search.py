@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +110,16 @@ def key_of(cell_hash: str, lrs: list[float], overrides: list[str]) -> str:
     return hashlib.sha256(json.dumps([cell_hash, lrs, overrides]).encode()).hexdigest()[:16]
 
 
-def decide(out: Path, *, lrs: list[float], yaml_lr: float, key: str, world: int) -> dict[str, Any]:
-    """Read the candidates, choose, and write ``choice.json`` beside them; returns it."""
+def decide(out: Path, *, lrs: list[float], yaml_lr: float, key: str, world: int, wall: float) -> dict[str, Any]:
+    """Read the candidates, choose, and write ``choice.json`` beside them (``wall``: the search process's wall
+    seconds, launch included, which is what the search cost); returns it."""
     rows = collect(out, lrs)
     best = choose(rows, yaml_lr)
     choice = {"key": key, "yaml_lr": yaml_lr, "chosen_lr": best["lr"] if best else None,
               "metric": next((r["metric"] for r in rows if r["metric"]), None), "split": "validation",
               "candidates": [{k: v for k, v in r.items() if k != "rank_key"} for r in rows], "runs": len(rows),
-              "cost_s": sum(r["wall_time_s"] or 0.0 for r in rows),
-              "device_s": world * sum(r["wall_time_s"] or 0.0 for r in rows)}
+              "cost_s": wall, "device_s": world * wall,
+              "candidates_s": sum(r["wall_time_s"] or 0.0 for r in rows)}
     results.write_json(out / "choice.json", choice)
     return choice
 
@@ -157,8 +159,10 @@ def phase(cfg: DictConfig, cells: list[Any], root: Path, *, hashes: dict[tuple[s
         if choice is None:
             log.info("search %s (%s/%s): lr %s on validation, log %s", method, model, task,
                      ", ".join(f"{lr:g}" for lr in lrs), out / "search.log")
+            began = time.perf_counter()
             launch([*run_overrides(cfg, cell, out), *extra, as_overrides(lrs)], out / "search.log")
-            choice = decide(out, lrs=lrs, yaml_lr=yaml_lr, key=key, world=world_size(cfg))
+            choice = decide(out, lrs=lrs, yaml_lr=yaml_lr, key=key, world=world_size(cfg),
+                            wall=time.perf_counter() - began)
         if choice["chosen_lr"] is None:
             errors[label] = f"learning-rate search: no candidate succeeded; see {out / 'search.log'}"
             continue

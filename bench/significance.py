@@ -17,11 +17,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench import metrics, results, stats, taskcfg
+from bench import evidence, metrics, results, stats, taskcfg
 
 log = logging.getLogger(__name__)
 ALPHA, RESAMPLES = 0.05, 1000
-FILE = "significance.json"
+FILE = evidence.SIGNIFICANCE
 
 
 def _rows(result_path: str) -> list[dict[str, Any]]:
@@ -77,21 +77,6 @@ def write(root: Path) -> dict[str, Any]:
                      verdict["best"], ALPHA, ", ".join(worse) or "none")
     results.write_json(root / FILE, out)
     return out
-
-
-def read(root: Path, runs: Any) -> dict[str, Any]:
-    """The verdicts whose runs are exactly the current ones (a rerun makes them stale: then none)."""
-    try:
-        found = json.loads((Path(root) / FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    current = {}
-    for key, verdict in found.items():
-        model, task = key.split("|", 1)
-        ok = runs[(runs["model"] == model) & (runs["task"] == task) & (runs["status"] == "success")]
-        if sorted(str(r) for r in ok["run_id"].dropna()) == verdict["run_ids"]:
-            current[key] = verdict
-    return current
 
 
 if __name__ == "__main__":   # python -m bench.significance SWEEP_DIR
