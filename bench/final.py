@@ -14,7 +14,7 @@ from typing import Any
 
 import hydra
 
-from bench import data, evaluate, forgetting, results, splits, stats, taskcfg
+from bench import data, evaluate, forgetting, kbit, results, splits, stats, taskcfg
 
 RESAMPLES = 1000   # bootstrap draws over test records: the interval's ends move < 0.005 between seeds of it
 
@@ -82,9 +82,13 @@ def finish(cfg: Any, ran: Trained, out: Path) -> dict[str, Any]:
     sizes = _call(cfg.method.saver, ran.model, out, cfg.method)
     summary = _call(cfg.method.hooks.summary, ran.model, ran.hooks_state)
     results.write_jsonl(out / "predictions.jsonl", rows)
+    if split == "test" and cfg.method.mergeable and kbit.bits(cfg):
+        scores["merge_skipped"] = (f"{kbit.bits(cfg)}-bit base: merge_and_unload would round the adapter into "
+                                   "quantized weights, so merged latency is not measured")
     if split == "test":
         scores.update(evaluate.inference_latency(ran.model, ran.tokenizer, records, cfg.task, cfg.eval.latency,
-                                                 merge=bool(cfg.method.mergeable), generate_fn=ran.generate_fn))
+                                                 merge=bool(cfg.method.mergeable) and kbit.bits(cfg) is None,
+                                                 generate_fn=ran.generate_fn))   # no merging into k-bit weights
     task_info = {**taskcfg.task_info(cfg.task), "splits": {"train": ran.train_records, split: len(records)}}
     train_info = {"eval_loss": loss, "eval_answers_cut": cut, "adapter_bytes": sizes.pop("adapter"),
                   "adapter_bytes_variants": sizes, "method_summary": summary}

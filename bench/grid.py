@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import bench  # noqa: F401  (registers config resolvers)
 from bench import results
+from bench.registry import parse_label
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ def run_overrides(cfg: DictConfig, cell: Cell, out: Path) -> list[str]:
     """The Hydra overrides of one cell's ``bench.run``: the learning rate a search chose comes last."""
     own = [str(o) for o in (cfg.method_overrides or {}).get(cell.method, [])]
     tuned = (cfg.get("tuned_lr") or {}).get(tuned_key(cell.model, cell.task, cell.method))
-    return [f"model={cell.model}", f"task={cell.task}", f"method={cell.method}", f"seed={cell.seed}",
-            f"out_dir={out}", *common_overrides(cfg), *own, *([f"method.lr={tuned}"] if tuned is not None else [])]
+    name, bits = parse_label(cell.method)       # lora@4bit: LoRA on a 4-bit base
+    return [f"model={cell.model}", f"task={cell.task}", f"method={name}", f"seed={cell.seed}",
+            *([f"quantization.bits={bits}"] if bits else []), f"out_dir={out}", *common_overrides(cfg), *own,
+            *([f"method.lr={tuned}"] if tuned is not None else [])]
 
 
 def run_info(result: Path) -> dict[str, Any]:

@@ -125,7 +125,8 @@ def layer_count(config: Any) -> int:
 
 
 def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any], world_size: int,
-             batch: int, length: int, vocab: int, layers: int) -> dict[str, Any]:
+             batch: int, length: int, vocab: int, layers: int,
+             kbit: tuple[int, int] | None = None) -> dict[str, Any]:
     """Per-rank bytes of one training step of ``model`` (meta device) at ``batch`` × ``length`` tokens.
 
     Components: weights, gradients (DeepSpeed's reduction bucket: the gradients land in it), fp32 master
@@ -134,15 +135,19 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
     softmax (8 bytes per vocabulary entry and token). The optimizer step needs, instead of the activations,
     an fp32 gradient partition and one fp32 temporary of AdamW's (measured on an H100: 8 bytes per trainable
     parameter). The total is the static part plus the larger of backward and step, which for full
-    fine-tuning of a large model is the step.
+    fine-tuning of a large model is the step. ``kbit`` (bits, quantized parameters): a k-bit base stores those
+    weights in ``bench.kbit.weight_bytes(bits)`` each, the rest in the training precision.
     """
+    from bench import kbit as kbits
+
     width = DTYPES[precision].itemsize
     n_params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     shards = world_size if int((ds_config.get("zero_optimization") or {}).get("stage", 0)) >= 1 else 1
     activations = saved_activation_bytes(model, batch=batch, length=length)
     parts = {
-        "weights": n_params * width,
+        "weights": (n_params - kbit[1]) * width + kbit[1] * kbits.weight_bytes(kbit[0]) if kbit
+        else n_params * width,
         "gradients": _bucket(ds_config, trainable) * width,
         "master_weights": 4 * trainable // shards,
         "optimizer_states": 8 * trainable // shards,
@@ -168,10 +173,13 @@ def describe(est: dict[str, Any]) -> str:
 def for_run(config: Any, vocab: int, cfg: Any, *, precision: str, ds_config: dict[str, Any], world_size: int,
             length: int) -> dict[str, Any]:
     """The estimate of a run from its model's config (the weights themselves are not touched)."""
+    from bench import kbit
+
     replica = meta_replica(config, cfg, DTYPES[precision])
+    k = kbit.bits(cfg)
     return estimate(replica, precision=precision, ds_config=ds_config, world_size=world_size,
                     batch=int(cfg.train.micro_batch_size), length=length, vocab=vocab,
-                    layers=layer_count(config))
+                    layers=layer_count(config), kbit=(k, kbit.quantized_params(replica)) if k else None)
 
 
 def model_config(cfg: Any) -> tuple[Any, int]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.registry import method_order
+from bench.registry import method_label, method_order
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,9 @@ def flatten(record: dict[str, Any], path: str | Path | None = None) -> dict[str,
     model, task, method = (parts[:3] if len(parts) == 4 else (None, None, None))
     row: dict[str, Any] = {
         "model": _name(config, "model", model), "task": _name(config, "task", task),
-        "method": _name(config, "method", method), "seed": run.get("seed", config.get("seed")),
+        "method": method_label(_name(config, "method", method) or "",
+                               (config.get("quantization") or {}).get("bits")) or None,
+        "seed": run.get("seed", config.get("seed")),
         "status": run.get("status", "unknown"), "error": run.get("error"), "log_path": run.get("log_path"),
         "mem_kind": train.get("mem_kind"), "run_id": run.get("run_id"), "config_hash": run.get("config_hash"),
         "git_sha": run.get("git_sha"), "git_dirty": run.get("git_dirty"),

@@ -62,16 +62,19 @@ def attention(model_cfg: Any) -> dict[str, str]:
     return {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
 
 
-def load_pretrained(path: str, model_cfg: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def load_pretrained(path: str, model_cfg: Any, quantization: Any = None
+                    ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Tokenizer and weights from a hub id or folder; remote code only where the model YAML opts in.
 
     Both come from the YAML's ``revision`` (a hub commit; null: the latest), so remote code runs only as reviewed.
+    ``quantization``: a ``BitsAndBytesConfig`` (bench.kbit) for a k-bit base.
     """
+    extra = {"quantization_config": quantization} if quantization is not None else {}
     remote, revision = bool(model_cfg.trust_remote_code), model_cfg.get("revision")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote, revision=revision)
     model = auto_class(model_cfg).from_pretrained(path, dtype=dtype_of(model_cfg), trust_remote_code=remote,
                                                   revision=revision, use_safetensors=None if remote else True,
-                                                  **attention(model_cfg))
+                                                  **attention(model_cfg), **extra)
     if model_cfg.get("eos_token"):   # an instruct model's end of turn, where its tokenizer's eos is another token
         tokenizer.eos_token = model_cfg.eos_token
     if tokenizer.pad_token is None:
@@ -82,12 +85,22 @@ def load_pretrained(path: str, model_cfg: Any) -> tuple[PreTrainedTokenizerBase,
 
 def load(cfg: Any, base_info: dict[str, Any] | None = None
          ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict[str, Any]]:
+    """The run's tokenizer and base model (k-bit and prepared for training where ``quantization.bits`` says), and a
+    description of where the base came from."""
+    from bench import kbit
+
+    tokenizer, model, info = _load(cfg, base_info, kbit.config(cfg, dtype_of(cfg.model)))
+    return tokenizer, kbit.prepare(model, cfg), info
+
+
+def _load(cfg: Any, base_info: dict[str, Any] | None, quantization: Any
+          ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict[str, Any]]:
     """The run's tokenizer, base model and a description of where the base came from (``base_info``: for a tiny
     model, the base the caller ensured with ``bench.base.ensure``; this module sits below bench.base)."""
     if cfg.model.source == "tiny":
         if not base_info:
             raise ValueError("a tiny model loads the base bench.base.ensure(cfg) built: pass its info as base_info")
-        tokenizer, model = load_pretrained(base_info["path"], cfg.model)
+        tokenizer, model = load_pretrained(base_info["path"], cfg.model, quantization)
         return tokenizer, model, base_info
     if cfg.model.source == "hub":
         from bench import model_checks
@@ -97,7 +110,7 @@ def load(cfg: Any, base_info: dict[str, Any] | None = None
         from bench import gguf
 
         folder, info = gguf.converted(cfg.model, cfg.cache_dir)
-        tokenizer, model = load_pretrained(str(folder), cfg.model)
+        tokenizer, model = load_pretrained(str(folder), cfg.model, quantization)
         return tokenizer, model, {"path": str(folder), **info}
-    tokenizer, model = load_pretrained(cfg.model.path, cfg.model)
+    tokenizer, model = load_pretrained(cfg.model.path, cfg.model, quantization)
     return tokenizer, model, {"path": cfg.model.path, "key": None}

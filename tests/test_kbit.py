@@ -1,0 +1,77 @@
+"""k-bit bases (bench/kbit.py): refused where they cannot work, in seconds; trained and reproduced where they can."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench import registry, validate
+from bench.errors import ConfigError
+from tests.conftest import ROOT, child_env, compose_cfg
+
+HAVE_BNB = importlib.util.find_spec("bitsandbytes") is not None
+needs_bnb = pytest.mark.skipif(not HAVE_BNB, reason="bitsandbytes not installed (make setup installs it)")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["method=full", "quantization.bits=4"], "method=full trains the base's own weights"),
+    (["method=freeze", "quantization.bits=8"], "method=freeze trains the base's own weights"),
+    (["quantization.bits=3"], "quantization.bits=3 must be null"),
+    (["quantization.bits=4", "quantization.quant_type=int4"], "quantization.quant_type='int4' must be one of nf4"),
+])
+def test_bad_combinations_are_refused_before_loading(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate.check(compose_cfg(*overrides, f"out_dir={tmp_path}"))
+
+
+def test_a_missing_bitsandbytes_names_the_install(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs bitsandbytes.*pip install 'bitsandbytes>=0.50'"):
+        validate.check(compose_cfg("quantization.bits=4", f"out_dir={tmp_path}"))
+
+
+def test_method_labels_name_the_bits():
+    assert registry.parse_label("lora@4bit") == ("lora", 4) and registry.parse_label("lora") == ("lora", None)
+    assert registry.method_label("lora", 8) == "lora@8bit"
+    assert registry.method_order(["lora@4bit", "full", "lora", "lora@8bit"]) == ["full", "lora", "lora@4bit",
+                                                                                  "lora@8bit"]
+    with pytest.raises(ValueError, match="lora@4bit or lora@8bit"):
+        registry.parse_label("lora@four")
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_memory_estimate_counts_quantized_weights(k):
+    from bench import memory
+
+    plain = memory.preflight(compose_cfg("method=lora"))
+    quant = memory.preflight(compose_cfg("method=lora", f"quantization.bits={k}"))
+    assert quant["weights_bytes"] < plain["weights_bytes"] and quant["optimizer_states_bytes"] == \
+        plain["optimizer_states_bytes"]
+
+
+@needs_bnb
+@pytest.mark.slow
+def test_k_bit_cells_train_through_the_launcher_and_reproduce(tmp_path, cache_dir):
+    """lora@4bit and prompt_tuning@8bit as a sweep's grid names them; the saved adapters reload on a base quantized
+    the same way, in a fresh process, and give the reported predictions."""
+    out, env = tmp_path / "sweep", {**child_env(), "PEFTBENCH_CACHE": str(cache_dir)}
+    cmd = [sys.executable, "-m", "bench.sweep", "methods=[lora@4bit,prompt_tuning@8bit]", f"sweep_dir={out}",
+           "report=false", "--", "model.pretrain.steps=60", "train.steps=12", "eval.max_records=8",
+           "task.generator.n_train=256", "task.base_task.generator.n_train=256", "task.base_task.generator.n_test=8",
+           "task.base_task.min_score=null", "eval.latency.records=4", "eval.latency.repeats=1"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for label, bits in (("lora@4bit", 4), ("prompt_tuning@8bit", 8)):
+        run = out / "tiny_llama" / "triples_synth" / label / "seed0"
+        result = json.loads((run / "result.json").read_text())
+        assert result["run_info"]["config"]["quantization"]["bits"] == bits
+        curve = result["train_info"]["loss_curve"]
+        assert sum(curve[-3:]) < sum(curve[:3]), curve
+        check = subprocess.run([sys.executable, "-m", "bench.reproduce", str(run), "--batch-size", "1", "--plain"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
