@@ -54,24 +54,36 @@ def test_memory_estimate_counts_quantized_weights(k):
         plain["optimizer_states_bytes"]
 
 
-@needs_bnb
-@pytest.mark.slow
-def test_k_bit_cells_train_through_the_launcher_and_reproduce(tmp_path, cache_dir):
-    """lora@4bit and prompt_tuning@8bit as a sweep's grid names them; the saved adapters reload on a base quantized
-    the same way, in a fresh process, and give the reported predictions."""
+def _sweep_and_reproduce(tmp_path, cache_dir, labels: list[str]) -> None:
+    """``labels`` (e.g. lora@4bit) as a sweep's grid names them, at a tiny budget; each saved adapter reloads on a
+    base quantized the same way, in a fresh process, and gives the reported predictions."""
     out, env = tmp_path / "sweep", {**child_env(), "PEFTBENCH_CACHE": str(cache_dir)}
-    cmd = [sys.executable, "-m", "bench.sweep", "methods=[lora@4bit,prompt_tuning@8bit]", f"sweep_dir={out}",
+    cmd = [sys.executable, "-m", "bench.sweep", f"methods=[{','.join(labels)}]", f"sweep_dir={out}",
            "report=false", "--", "model.pretrain.steps=60", "train.steps=12", "eval.max_records=8",
            "task.generator.n_train=256", "task.base_task.generator.n_train=256", "task.base_task.generator.n_test=8",
            "task.base_task.min_score=null", "eval.latency.records=4", "eval.latency.repeats=1"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for label, bits in (("lora@4bit", 4), ("prompt_tuning@8bit", 8)):
+    for label in labels:
         run = out / "tiny_llama" / "triples_synth" / label / "seed0"
         result = json.loads((run / "result.json").read_text())
-        assert result["run_info"]["config"]["quantization"]["bits"] == bits
+        assert result["run_info"]["config"]["quantization"]["bits"] == registry.parse_label(label)[1]
         curve = result["train_info"]["loss_curve"]
         assert sum(curve[-3:]) < sum(curve[:3]), curve
         check = subprocess.run([sys.executable, "-m", "bench.reproduce", str(run), "--batch-size", "1", "--plain"],
                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+
+
+@needs_bnb
+@pytest.mark.slow
+def test_lora_on_a_4_bit_base_trains_through_the_launcher_and_reproduces(tmp_path, cache_dir):
+    _sweep_and_reproduce(tmp_path, cache_dir, ["lora@4bit"])
+
+
+@needs_bnb
+@pytest.mark.matrix
+def test_lora_adalora_prompt_tuning_on_4_and_8_bit_bases(tmp_path, cache_dir):
+    """The issue's set, all six (``make test-models``)."""
+    _sweep_and_reproduce(tmp_path, cache_dir, [f"{m}@{k}bit" for m in ("lora", "adalora", "prompt_tuning")
+                                               for k in (4, 8)])
