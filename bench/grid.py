@@ -116,11 +116,9 @@ def _hydra_ready() -> Iterator[None]:
 
 def world_size(cfg: DictConfig) -> int:
     """The ranks each cell will run on: ``gpus`` per node, times the hosts of the hostfile where there is one."""
-    hosts = 1
-    if cfg.get("hostfile"):
-        lines = Path(str(cfg.hostfile)).read_text().splitlines()
-        hosts = max(1, sum(1 for line in lines if line.split("#")[0].strip()))
-    return int(cfg.gpus) * hosts
+    from bench import cluster
+
+    return int(cfg.gpus) * (len(cluster.hosts(Path(str(cfg.hostfile)))) if cfg.get("hostfile") else 1)
 
 
 def check_grid(cfg: DictConfig,

@@ -69,7 +69,11 @@ def write(root: Path) -> dict[str, Any]:
     runs = metrics.load_runs(root)
     out = {}
     for (model, task), group in runs.groupby(["model", "task"], sort=False):
-        verdict = table(group)
+        try:
+            verdict = table(group)
+        except (OSError, KeyError, ValueError) as err:   # e.g. a run without predictions.jsonl: no verdict, said
+            log.warning("significance %s/%s not computed: %s", model, task, err)
+            continue
         if verdict:
             out[f"{model}|{task}"] = verdict
             worse = [m for m, v in verdict["methods"].items() if v["worse"]]

@@ -44,7 +44,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import results, search
+from bench import cluster, results, search
+from bench.errors import ConfigError
 from bench.grid import (Cell, SweepError, check_grid, common_overrides, grid, is_done, run_overrides, status_of,
                         tuned_key)
 
@@ -154,6 +155,7 @@ def run_cells(cfg: DictConfig, cells: Sequence[Cell], *, todo: set[Cell],
         began = time.perf_counter()
         statuses[cell] = run_cell(cfg, cell, root, base_error=bases.get((cell.model, cell.task))
                                   or bases.get(tuned_key(cell.model, cell.task, cell.method)))
+        cluster.remove_dead_buffers()   # a cell killed outright (OOM killer) cannot remove its own
         spent.append(time.perf_counter() - began)
         left -= 1
         eta = sum(spent) / len(spent) * left
@@ -186,10 +188,13 @@ def run_sweep(cfg: DictConfig, *, report: bool = True) -> int:
     root = Path(cfg.sweep_dir)
     cells = grid(cfg)
     try:
+        if cfg.get("hostfile"):
+            cluster.check_hostfile(Path(str(cfg.hostfile)), int(cfg.gpus))
         tiny, hashes = check_grid(cfg, cells)
-    except SweepError as err:
+    except (SweepError, ConfigError) as err:
         log.error("%s", err)
         return 2
+    cluster.remove_dead_buffers()
     searching = bool(cfg.search.lr_factors)
     todo = {c for c in cells
             if not is_done(c.out_dir(root) / "result.json", hashes[(c.model, c.task, c.method)])}

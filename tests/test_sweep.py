@@ -45,6 +45,8 @@ record["run_info"]["status"] = "success"
 record["train_info"] = {"loss_curve": [2.0, 1.0], "trainable_params": 10, "peak_mem_bytes": 2**20,
                         "mem_kind": "cpu_peak_rss", "train_time_s": 1.0}
 record["eval_info"] = {"f1_micro": 0.5, "f1_macro": 0.5, "latency_ms_p50": 1.0}
+record["task_info"] = {"primary_metric": "f1_micro", "metric_list": [{"metric": "f1_micro", "higher_is_better": True},
+                                                                     {"metric": "f1_macro", "higher_is_better": True}]}
 (out / "result.json").write_text(json.dumps(record))
 '''
 
