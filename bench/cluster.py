@@ -9,12 +9,15 @@ inside the first cell; ``check_hostfile`` finds both in seconds, before any cell
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.errors import ConfigError
@@ -109,3 +112,22 @@ def remove_dead_buffers(shm: Path = SHM_DIR) -> int:
         removed += 1
         log.info("removed %s (%.0f MB), left by a process that no longer runs", path, size / 1e6)
     return removed
+
+
+@contextlib.contextmanager
+def cell_lock(root: Path, cell_dir: Path) -> Iterator[bool]:
+    """Whether this process owns the cell while inside: a non-blocking ``flock`` on
+    ``<sweep_dir>/.locks/<cell path>.lock``, so two jobs whose slices overlap never write one cell. The kernel
+    drops the lock when its process dies (a job the scheduler killed), and the next run redoes the cell."""
+    path = root / ".locks" / cell_dir.relative_to(root).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -153,8 +153,13 @@ def run_cells(cfg: DictConfig, cells: Sequence[Cell], *, todo: set[Cell],
             continue
         log.info("[%d/%d] %s: running, log %s", i, len(cells), cell.label(), cell.out_dir(root) / "run.log")
         began = time.perf_counter()
-        statuses[cell] = run_cell(cfg, cell, root, base_error=bases.get((cell.model, cell.task))
-                                  or bases.get(tuned_key(cell.model, cell.task, cell.method)))
+        with cluster.cell_lock(root, cell.out_dir(root)) as owned:
+            if not owned:   # another job of this sweep runs it now: one writer per cell
+                statuses[cell] = "running elsewhere"
+                log.warning("[%d/%d] %s: another job holds its lock; left to it", i, len(cells), cell.label())
+                continue
+            statuses[cell] = run_cell(cfg, cell, root, base_error=bases.get((cell.model, cell.task))
+                                      or bases.get(tuned_key(cell.model, cell.task, cell.method)))
         cluster.remove_dead_buffers()   # a cell killed outright (OOM killer) cannot remove its own
         spent.append(time.perf_counter() - began)
         left -= 1
