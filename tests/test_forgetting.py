@@ -130,7 +130,7 @@ def test_report_shows_forgetting_as_a_column_and_a_figure(tmp_path: Path) -> Non
     names = {p.name for p in (sweep / "report" / "figures").iterdir()}
     assert {"f1_micro_vs_forgetting-tiny_llama-triples_synth.png", "f1_micro_vs_forgetting-tiny_llama-triples_synth.pdf"} <= names
     md = written["table.md"].read_text()
-    assert "| Forgetting |" in " ".join(md.split())
+    assert "| Forgetting ↓ |" in " ".join(md.split())
     lora = next(line for line in md.splitlines() if line.startswith("| lora"))
     assert "0.055 ± 0.007" in lora
     assert "**0.015 ± 0.007**" in md                                              # least forgetting is best

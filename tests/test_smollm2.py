@@ -108,8 +108,8 @@ def test_an_unreachable_hub_model_is_refused_in_seconds(tmp_path):
 
 
 @needs_model
-@pytest.mark.slow
-@pytest.mark.parametrize(("method", "lr"), [("lora", "5.0e-3"), ("prefix_tuning", "3.0e-3")])
+@pytest.mark.parametrize(("method", "lr"), [pytest.param("lora", "5.0e-3", marks=pytest.mark.slow),
+                                            pytest.param("prefix_tuning", "3.0e-3", marks=pytest.mark.matrix)])
 def test_real_model_trains_through_the_launcher_and_reproduces(tmp_path, method, lr):
     out = tmp_path / method
     env = {**child_env(), "PEFTBENCH_CACHE": CACHE}

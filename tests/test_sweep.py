@@ -96,7 +96,8 @@ def test_grid_order_and_cell_overrides(tmp_path: Path, fake: Path) -> None:
 
 
 def test_slurm_launcher_config_composes(tmp_path: Path, fake: Path) -> None:
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
+    # The compose API does not load plugins' configs by itself: importing the plugin's config module registers them.
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher.config", reason="pip install hydra-submitit-launcher")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("sweep", overrides=["hydra/launcher=slurm", "gpus=8"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 8
