@@ -134,4 +134,4 @@ def test_report_shows_forgetting_as_a_column_and_a_figure(tmp_path: Path) -> Non
     lora = next(line for line in md.splitlines() if line.startswith("| lora"))
     assert "0.055 ± 0.007" in lora
     assert "**0.015 ± 0.007**" in md                                              # least forgetting is best
-    assert "Forgetting: the base's ability before tuning minus after (F1 micro on the source task" in md
+    assert "Forgetting: the base's ability before tuning minus after (the primary metric of the source task" in md
