@@ -14,3 +14,6 @@ def free_port() -> int:
 
 OmegaConf.register_new_resolver("fraction", lambda n, f: int(int(n) * float(f)), replace=True)
 OmegaConf.register_new_resolver("free_port", free_port, use_cache=False, replace=True)
+# ${times:${method.lr},10}: a method's per-group learning rate as a multiple of its own, so a learning-rate search
+# (which sets method.lr) moves every group of the method together.
+OmegaConf.register_new_resolver("times", lambda x, f: float(x) * float(f), replace=True)

@@ -118,6 +118,11 @@ def decide(out: Path, *, lrs: list[float], yaml_lr: float, key: str, world: int,
     seconds, launch included, which is what the search cost); returns it."""
     rows = collect(out, lrs)
     best = choose(rows, yaml_lr)
+    scored = {(r["value"], r["eval_loss"]) for r in rows if r["rank_key"] is not None}
+    if len(scored) == 1 and len(rows) > 1:
+        log.warning("%s: every candidate scored the same (%s): the method's learning rate changes nothing; do its "
+                    "param_groups fix every rate? (write them relative to method.lr: ${times:${method.lr},10})",
+                    out, scored.pop())
     choice = {"key": key, "yaml_lr": yaml_lr, "chosen_lr": best["lr"] if best else None,
               "metric": next((r["metric"] for r in rows if r["metric"]), None), "split": "validation",
               "candidates": [{k: v for k, v in r.items() if k != "rank_key"} for r in rows], "runs": len(rows),

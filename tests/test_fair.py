@@ -98,3 +98,16 @@ def test_the_choice_reads_validation_scores_only(tmp_path):
     _candidate(tmp_path / "other", 0.001, value=0.9, loss=0.1, split="test")
     with pytest.raises(ValueError, match="scored on test"):
         search.collect(tmp_path / "other", [0.001])
+
+
+def test_a_method_with_param_groups_moves_them_with_its_learning_rate():
+    """A search sets method.lr only; VB-LoRA's groups are relative to it, so every candidate differs (before, all
+    five trained at the same fixed rates and scored alike)."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_cfg
+
+    groups = OmegaConf.to_container(compose_cfg("method=vblora", "method.lr=0.001").method.param_groups, resolve=True)
+    assert [g["lr"] for g in groups] == [0.001, 0.01]
+    default = OmegaConf.to_container(compose_cfg("method=vblora").method.param_groups, resolve=True)
+    assert [g["lr"] for g in default] == [5.0e-3, 5.0e-2]            # the committed baseline's rates, unchanged
