@@ -10,9 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from bench.metrics import Catalog, metric
-from bench.plots import STYLE, WIDTH_IN, _legend, _plain_log_ticks, save_atomic
+from bench.plots import STYLE, WIDTH_IN, _legend, save_atomic
 from bench.registry import color, method_order
 
 AXES = (("step", "Optimizer step"), ("tokens", "Training tokens"), ("seconds", "Training time (s)"))
@@ -34,7 +35,8 @@ def sensitivity(choices: dict[str, dict[str, Any]], cat: Catalog) -> Figure:
             ax.scatter([c["lr"] for c in chosen], [c["value"] for c in chosen], s=60, facecolors="none",
                        edgecolors=color(method), lw=1.0, zorder=4)
         ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis, *ax.get_xlim())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())   # decades only: the candidates' rates crowd the axis
         ax.set_xlabel("Learning rate (log; circled: chosen)")
         ax.set_ylabel(f"{metric(name, cat).heading}, validation")
         _legend(fig, ax)
