@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import hydra
+from typing import Any, Callable
 
 from bench import data, evaluate, forgetting, kbit, results, splits, stats, taskcfg
 
@@ -29,15 +27,12 @@ class Trained:
     rank: int
     world: int
     generate_fn: evaluate.Generate | None
+    saver: Callable[..., dict[str, int]]                   # the method YAML's, as the run resolved it
+    summary_fn: Callable[..., Any] | None = None           # the method YAML's hooks.summary
     hooks_state: dict[str, Any] = field(default_factory=dict)
     ability: dict[str, Any] = field(default_factory=dict)
     base_info: dict[str, Any] = field(default_factory=dict)
     train_records: int = 0
-
-
-def _call(dotted: str | None, *args: Any) -> Any:
-    """The function a method YAML names by dotted path, called; None names nothing."""
-    return hydra.utils.get_method(dotted)(*args) if dotted else None
 
 
 def evaluate_split(cfg: Any, ran: Trained) -> tuple[list[dict[str, str]], dict[str, Any], list[dict[str, Any]], float,
@@ -56,13 +51,8 @@ def evaluate_split(cfg: Any, ran: Trained) -> tuple[list[dict[str, str]], dict[s
 def interval(task_cfg: Any, rows: list[dict[str, Any]], *, confidence: float = 0.95) -> dict[str, Any]:
     """The primary metric's percentile bootstrap interval over the test records (any number of seeds)."""
     metric, _ = taskcfg.primary(task_cfg)
-    predictions, references = [r["prediction"] for r in rows], [r["reference"] for r in rows]
-
-    def score(idx: Any) -> float:
-        """The primary metric on the records ``idx``."""
-        return float(taskcfg.scored(task_cfg, [predictions[i] for i in idx], [references[i] for i in idx])[metric])
-
-    point, low, high = stats.bootstrap_interval(score, len(rows), confidence=confidence, resamples=RESAMPLES)
+    point, low, high = stats.bootstrap_interval(taskcfg.scorer(task_cfg, metric, rows), len(rows),
+                                                confidence=confidence, resamples=RESAMPLES)
     return {"metric": metric, "value": point, "low": low, "high": high, "confidence": confidence,
             "resamples": RESAMPLES, "records": len(rows)}
 
@@ -73,22 +63,22 @@ def finish(cfg: Any, ran: Trained, out: Path) -> dict[str, Any]:
     records, scores, rows, loss, cut = evaluate_split(cfg, ran)
     if ran.rank != 0:   # rank 0 alone saves, times inference and writes
         return {}
-    scores["split"] = split
-    if split == "test":
+    scores["split"], test = split, split == "test"
+    if test:   # forgetting before latency, which merges an adapter into the weights for good
         scores["bootstrap"] = interval(cfg.task, rows)
-    if split == "test":   # forgetting before latency, which merges an adapter into the weights for good
         scores.update(forgetting.after(ran.model, ran.tokenizer, cfg, ran.base_info, ran.ability,
                                        generate_fn=ran.generate_fn))
-    sizes = _call(cfg.method.saver, ran.model, out, cfg.method)
-    summary = _call(cfg.method.hooks.summary, ran.model, ran.hooks_state)
+    sizes = ran.saver(ran.model, out, cfg.method)
+    summary = ran.summary_fn(ran.model, ran.hooks_state) if ran.summary_fn else None
     results.write_jsonl(out / "predictions.jsonl", rows)
-    if split == "test" and cfg.method.mergeable and kbit.bits(cfg):
-        scores["merge_skipped"] = (f"{kbit.bits(cfg)}-bit base: merge_and_unload would round the adapter into "
-                                   "quantized weights, so merged latency is not measured")
-    if split == "test":
+    if test:
+        bits = kbit.bits(cfg)
+        if cfg.method.mergeable and bits:   # no merging into k-bit weights
+            scores["merge_skipped"] = (f"{bits}-bit base: merge_and_unload would round the adapter into quantized "
+                                       "weights, so merged latency is not measured")
         scores.update(evaluate.inference_latency(ran.model, ran.tokenizer, records, cfg.task, cfg.eval.latency,
-                                                 merge=bool(cfg.method.mergeable) and kbit.bits(cfg) is None,
-                                                 generate_fn=ran.generate_fn))   # no merging into k-bit weights
+                                                 merge=bool(cfg.method.mergeable) and bits is None,
+                                                 generate_fn=ran.generate_fn))
     task_info = {**taskcfg.task_info(cfg.task), "splits": {"train": ran.train_records, split: len(records)}}
     train_info = {"eval_loss": loss, "eval_answers_cut": cut, "adapter_bytes": sizes.pop("adapter"),
                   "adapter_bytes_variants": sizes, "method_summary": summary}

@@ -112,6 +112,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if probe is not None:
         fit["curve"] = probe.record()
     ran = final.Trained(engine.module, tokenizer, rank=rank, world=world, generate_fn=generate_fn,
+                        saver=_method_fn(cfg.method.saver), summary_fn=_method_fn(cfg.method.hooks.summary),
                         hooks_state=hooks.state, ability=ability, base_info=base_info,
                         train_records=len(train_records))   # ZeRO-1: every rank holds every weight
     sections = final.finish(cfg, ran, out)

@@ -30,12 +30,6 @@ def _rows(result_path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def _scorer(task_cfg: Any, metric: str, rows: list[dict[str, Any]]):
-    """``score(indices)``: the metric on those of ``rows``."""
-    preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
-    return lambda idx: float(taskcfg.scored(task_cfg, [preds[i] for i in idx], [refs[i] for i in idx])[metric])
-
-
 def table(runs: Any) -> dict[str, Any] | None:
     """The verdicts of one (model, task): best method, each other method's p and Holm-adjusted p."""
     ok = runs[(runs["status"] == "success") & runs["primary_metric"].notna()]
@@ -55,7 +49,8 @@ def table(runs: Any) -> dict[str, Any] | None:
             continue
         a = [r for s in seeds for r in _rows(mine[method][s])]
         b = [r for s in seeds for r in _rows(mine[best][s])]
-        p_values[method] = stats.paired_bootstrap(_scorer(task_cfg, metric, a), _scorer(task_cfg, metric, b), len(a),
+        p_values[method] = stats.paired_bootstrap(taskcfg.scorer(task_cfg, metric, a),
+                                                  taskcfg.scorer(task_cfg, metric, b), len(a),
                                                   higher_is_better=higher, resamples=RESAMPLES)
     adjusted = stats.holm_adjusted(p_values)
     return {"metric": metric, "best": best, "alpha": ALPHA, "correction": "holm", "resamples": RESAMPLES,

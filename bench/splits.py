@@ -134,12 +134,3 @@ def load(task_cfg: Any, split: str) -> list[Record]:
                         f"out a share of train: task.data.holdout.{split}=0.1")
     return records
 
-
-def load_all(task_cfg: Any) -> dict[str, list[Record]]:
-    """Every split, for checks that look at all of them."""
-    return {split: load(task_cfg, split) for split in SPLITS}
-
-
-def sizes(task_cfg: Any) -> dict[str, int]:
-    """How many records each split holds (recorded in the result JSON)."""
-    return {split: len(records) for split, records in load_all(task_cfg).items()}

@@ -5,7 +5,7 @@ Below base, forgetting, evaluate and validate, so each reaches these without an 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,6 +57,12 @@ def scored(task_cfg: Any, predictions: list[str], references: list[str]) -> dict
         raise ValueError(f"{task_cfg.module}.score returned no {missing}, which task={task_cfg.name} declares in "
                          f"metric_list (it returned {sorted(scores)}); return them, or drop them from metric_list")
     return scores
+
+
+def scorer(task_cfg: Any, metric: str, rows: list[dict[str, Any]]) -> Callable[[Any], float]:
+    """``score(indices)``: ``metric`` recomputed on those of the prediction ``rows`` (a bootstrap's resample)."""
+    preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+    return lambda idx: float(scored(task_cfg, [preds[i] for i in idx], [refs[i] for i in idx])[metric])
 
 
 def task_info(task_cfg: Any) -> dict[str, Any]:
