@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from omegaconf import DictConfig, OmegaConf
 
 from bench import metrics
@@ -60,9 +62,19 @@ def scored(task_cfg: Any, predictions: list[str], references: list[str]) -> dict
 
 
 def scorer(task_cfg: Any, metric: str, rows: list[dict[str, Any]]) -> Callable[[Any], float]:
-    """``score(indices)``: ``metric`` recomputed on those of the prediction ``rows`` (a bootstrap's resample)."""
+    """``score(indices)``: ``metric`` recomputed on those of the prediction ``rows`` (a bootstrap's resample).
+
+    A task whose module has ``record_stats`` and ``from_stats`` (additive per-record counts) is scored from the
+    resampled counts: each answer is parsed once, not once per resample (1000 resamples: ~6 s → ~0.05 s).
+    """
     preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
-    return lambda idx: float(scored(task_cfg, [preds[i] for i in idx], [refs[i] for i in idx])[metric])
+    module = tasks.module(task_cfg)
+    if not all(hasattr(module, fn) for fn in tasks.STATS):
+        return lambda idx: float(scored(task_cfg, [preds[i] for i in idx], [refs[i] for i in idx])[metric])
+    per_record = [module.record_stats(p, r, task_cfg) for p, r in zip(preds, refs, strict=True)]
+    keys = list(dict.fromkeys(k for stats in per_record for k in stats))
+    matrix = np.array([[stats.get(k, 0) for k in keys] for stats in per_record], dtype=np.float64)
+    return lambda idx: float(module.from_stats(dict(zip(keys, matrix[idx].sum(axis=0).tolist())), task_cfg)[metric])
 
 
 def task_info(task_cfg: Any) -> dict[str, Any]:

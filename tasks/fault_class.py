@@ -127,12 +127,32 @@ def macro_f1(answers: Sequence[str], references: Sequence[str]) -> float:
 
 def score(predictions: list[str], references: list[str], task_cfg: Any) -> dict[str, float]:
     """Accuracy, macro F1 and the share of answers that are no label at all (a format failure, not a confusion)."""
-    answers = [parse(p) for p in predictions]
-    known = set(labels(task_cfg, references))
-    n = len(references)
-    hits = sum(a == r for a, r in zip(answers, references, strict=True))
-    return {"accuracy": _share(hits, n), "macro_f1": macro_f1(answers, references),
-            "invalid_rate": _share(sum(a not in known for a in answers), n), "n": n}
+    totals: Counter = Counter()
+    for prediction, reference in zip(predictions, references, strict=True):
+        totals.update(record_stats(prediction, reference, task_cfg))
+    return from_stats({"n": 0, "hit": 0, **totals}, task_cfg)
+
+
+def record_stats(prediction: str, reference: str, task_cfg: Any) -> dict[str, float]:
+    """One record's additive counts (``from_stats`` of their sum is ``score``): a bootstrap resamples these."""
+    answer = parse(prediction)
+    return {"n": 1, "hit": float(answer == reference), f"pred\t{answer}": 1, f"gold\t{reference}": 1,
+            **({f"hit\t{reference}": 1} if answer == reference else {})}
+
+
+def from_stats(totals: dict[str, float], task_cfg: Any) -> dict[str, float]:
+    """``score``'s metrics from summed ``record_stats``: the labels are the declared ones, else those the
+    references (here: with a count above 0) hold, as ``score`` reads them."""
+    counts: dict[str, Counter] = {"pred": Counter(), "gold": Counter(), "hit": Counter()}
+    for key, value in totals.items():
+        kind, _, label = key.partition("\t")
+        if kind in counts and value:
+            counts[kind][label] = value
+    known = set(_declared_labels(task_cfg) or sorted(counts["gold"]))
+    n = int(totals["n"])
+    f1s = [2 * counts["hit"][label] / (counts["pred"][label] + counts["gold"][label]) for label in counts["gold"]]
+    return {"accuracy": _share(totals["hit"], n), "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
+            "invalid_rate": _share(sum(v for label, v in counts["pred"].items() if label not in known), n), "n": n}
 
 
 def _bad_references(records: list[Record], known: set[str]) -> list[tuple[int, str]]:

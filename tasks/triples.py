@@ -136,27 +136,43 @@ def score(predictions: list[str], references: list[str], task_cfg: Any = None) -
     return score_parsed([parse(p, task_cfg) for p in predictions], [parse(r, task_cfg) for r in references])
 
 
-def score_parsed(predictions: list[Parsed], references: list[Parsed]) -> dict[str, float]:
-    """Micro P/R/F1 over all items, the seed's macro (per-record) F1, exact match, parse-failure rate, for any
-    parser whose items are hashable: another extraction task scores its own parse with this.
+def record_stats(prediction: str, reference: str, task_cfg: Any = None) -> dict[str, float]:
+    """One record's additive counts: ``from_stats`` of their sum over records is ``score`` of those records, so a
+    bootstrap resamples counts instead of re-parsing answers (bench/taskcfg.py ``scorer``)."""
+    return parsed_stats(parse(prediction, task_cfg), parse(reference, task_cfg))
+
+
+def parsed_stats(prediction: Parsed, reference: Parsed) -> dict[str, float]:
+    """The counts of one parsed record: items predicted, gold and hit, its F1, exact match, parse failures."""
+    (pred_list, bad), (gold_list, bad_gold) = prediction, reference
+    pred, gold = set(pred_list), set(gold_list)
+    return {"n": 1, "pred": len(pred), "gold": len(gold), "hit": len(pred & gold), "record_f1": _record_f1(pred, gold),
+            "exact": float(pred == gold and bad == 0), "unparsed": float(bad > 0), "gold_bad": bad_gold}
+
+
+def from_stats(totals: dict[str, float], task_cfg: Any = None) -> dict[str, float]:
+    """Micro P/R/F1 over all items, the seed's macro (per-record) F1, exact match, parse-failure rate from summed
+    ``record_stats``.
 
     ``gold_parse_fail`` counts the reference lines that could not be parsed (a count of lines over the whole test
     split, not a rate): they hold no gold item, so a model cannot be credited for them, and the number says how
     much of the reference the scores could not see (``check`` warns about such data before a run).
     """
-    n_pred = n_gold = n_hit = exact = unparsed = gold_bad = 0
-    macro = []
-    for (pred_list, bad), (gold_list, bad_gold) in zip(predictions, references, strict=True):
-        pred, gold = set(pred_list), set(gold_list)
-        n_pred, n_gold, n_hit = n_pred + len(pred), n_gold + len(gold), n_hit + len(pred & gold)
-        macro.append(_record_f1(pred, gold))
-        exact += pred == gold and bad == 0
-        unparsed += bad > 0
-        gold_bad += bad_gold
-    p, r, f1 = _prf(n_pred, n_gold, n_hit)
-    n = len(references)
+    p, r, f1 = _prf(totals["pred"], totals["gold"], totals["hit"])
+    n = int(totals["n"])
     return {
-        "precision": p, "recall": r, "f1_micro": f1, "f1_macro": sum(macro) / n if n else 0.0,
-        "exact_match": exact / n if n else 0.0, "parse_fail_rate": unparsed / n if n else 0.0, "n": n,
-        "gold_parse_fail": gold_bad,
+        "precision": p, "recall": r, "f1_micro": f1, "f1_macro": totals["record_f1"] / n if n else 0.0,
+        "exact_match": totals["exact"] / n if n else 0.0, "parse_fail_rate": totals["unparsed"] / n if n else 0.0,
+        "n": n, "gold_parse_fail": int(totals["gold_bad"]),
     }
+
+
+def score_parsed(predictions: list[Parsed], references: list[Parsed]) -> dict[str, float]:
+    """``from_stats`` of the records' summed counts, for any parser whose items are hashable: another extraction
+    task scores its own parse with this."""
+    totals: dict[str, float] = dict.fromkeys(("n", "pred", "gold", "hit", "record_f1", "exact", "unparsed",
+                                              "gold_bad"), 0)
+    for pred, gold in zip(predictions, references, strict=True):
+        for key, value in parsed_stats(pred, gold).items():
+            totals[key] += value
+    return from_stats(totals)
