@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 import tasks
 
@@ -62,6 +63,14 @@ def left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def resolved(task_cfg: Any) -> Any:
+    """The task config with its interpolations resolved once: a task's ``prompt`` reads it per record, and
+    resolving on every read made encoding 2000 records take 0.86 s instead of 0.36 s."""
+    if not isinstance(task_cfg, DictConfig):
+        return task_cfg
+    return OmegaConf.create(OmegaConf.to_container(task_cfg, resolve=True))
+
+
 def encode(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list[dict[str, Any]]:
     """Prompt ids + answer ids + eos, labels only on the answer; over-long prompts are cut inside the text.
 
@@ -69,6 +78,7 @@ def encode(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list
     answers without an end would learn not to stop. Each example says whether its answer was cut (``answer_cut``).
     """
     out = []
+    task_cfg = resolved(task_cfg)
     for rec in records:
         prompt = prompt_ids(tokenizer, prompt_text(rec, task_cfg, tokenizer))
         answer_ids, cut = fit_answer(tokenizer(rec["output"], add_special_tokens=False).input_ids,
@@ -155,6 +165,22 @@ def steps_for_tokens(examples: list[dict[str, Any]], batch_size: int, *, seed: i
         if seen >= tokens:
             return step
     return cap
+
+
+def peak_steps(examples: list[dict[str, Any]], batch_size: int, *, seed: int, group_by_length: bool, rank: int,
+               world: int, grad_accum: int, steps: int) -> set[int]:
+    """The optimizer steps that bound a run's memory peak, read from the stream's fixed order before training: the
+    first two (the optimizer's state is created in the first) and those holding the micro-batch with the most tokens
+    (rows × width: activations) and the most attention cells (rows × width²)."""
+    lengths = [len(e["input_ids"]) for e in examples]
+    stream = _rank_orders(lengths, batch_size, seed=seed, group_by_length=group_by_length, rank=rank, world=world)
+    shapes = [[(len(order), max(lengths[i] for i in order)) for order in (next(stream) for _ in range(grad_accum))]
+              for _ in range(steps)]
+    if not shapes:
+        return set()
+    by_tokens = max(range(steps), key=lambda k: max(rows * width for rows, width in shapes[k]))
+    by_cells = max(range(steps), key=lambda k: max(rows * width ** 2 for rows, width in shapes[k]))
+    return {k for k in (0, 1, by_tokens, by_cells) if k < steps}
 
 
 def pad_share(examples: list[dict[str, Any]], batch_size: int, *, seed: int, group_by_length: bool) -> float:

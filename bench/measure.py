@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import resource
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +38,72 @@ def _status_bytes(field: str) -> int | None:
     return int(line.split()[1]) * 1024
 
 
-M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters
+FAST_MMAP, FAST_TRIM = 32 << 20, 64 << 20      # where glibc's own dynamic thresholds settle (its 64-bit maximum)
+DEFAULT_TRIM = 128 << 10
 
 
-def track_cpu_tensors(threshold: int | None) -> bool:
-    """On CPU, make RSS follow live tensors: glibc maps every allocation of ``threshold`` bytes or more on
-    its own and unmaps it when freed (by default it keeps freed memory of up to 32 MiB for reuse, so RSS
-    peaks say more about the heap's history than about what a run needs). False where it does not apply.
-    """
-    if threshold is None or torch.cuda.is_available() or not sys.platform.startswith("linux"):
-        return False
+def _libc() -> Any:
+    """glibc, where there is one (Linux); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):
-        return False
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+class CpuTracker:
+    """Makes RSS follow live tensors (on CPU, glibc) only while memory is measured, which costs nothing elsewhere.
+
+    In ``exact`` mode glibc maps every allocation of ``threshold`` bytes or more on its own and unmaps it when freed
+    (by default it keeps freed memory of up to 32 MiB for reuse, so RSS says more about the heap's history than about
+    what a run needs). That mode costs CPU training ~20 % (page faults on every large tensor), so training runs in
+    ``fast`` mode (glibc's own steady state) and only the steps that bound the peak (``bench.data.peak_steps``) are
+    measured in ``exact`` mode, after ``malloc_trim`` has returned the freed heap, from a reset high-water mark.
+    """
+
+    def __init__(self, threshold: int | None) -> None:
+        self.threshold = threshold
+        self.libc = None if threshold is None or torch.cuda.is_available() else _libc()
+        self.active = bool(self.libc) and bool(self.libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+        self.peak: int | None = None
+        self.measured_steps: list[int] = []
+
+    def exact(self) -> None:
+        """Freed memory back to the OS now, and from now on large tensors mapped on their own."""
+        if self.active:
+            self.libc.malloc_trim(0)
+            self.libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM)
+            self.libc.mallopt(M_MMAP_THRESHOLD, int(self.threshold))
+
+    def fast(self) -> None:
+        """glibc's steady state: freed memory of up to 32 MiB kept for reuse (no page faults)."""
+        if self.active:
+            self.libc.mallopt(M_MMAP_THRESHOLD, FAST_MMAP)
+            self.libc.mallopt(M_TRIM_THRESHOLD, FAST_TRIM)
+
+    @contextlib.contextmanager
+    def window(self, step: int) -> Iterator[None]:
+        """Measure the RSS peak of this step (exact mode, from a reset high-water mark); the max is ``peak``."""
+        self.exact()
+        reset = reset_peak()
+        try:
+            yield
+        finally:
+            hwm = _status_bytes("VmHWM") if reset else None
+            if hwm is not None:
+                self.peak = max(self.peak or 0, hwm)
+                self.measured_steps.append(step)
+            self.fast()
+
+    def watcher(self, steps: set[int]) -> Callable[[int], contextlib.AbstractContextManager] | None:
+        """``watch(step)`` for ``bench.train.fit``: a measuring window on ``steps``, nothing elsewhere (None off CPU
+        tracking, where the peak is CUDA's own statistic or the process's)."""
+        if not self.active:
+            return None
+        self.fast()
+        return lambda step: self.window(step) if step in steps else contextlib.nullcontext()
 
 
 def current_memory() -> int:
@@ -72,11 +125,15 @@ def reset_peak() -> bool:
     return True
 
 
-def peak_memory(*, was_reset: bool) -> dict[str, Any]:
-    """CUDA max allocated/reserved on GPU; on CPU the RSS peak since ``reset_peak`` (else the process's)."""
+def peak_memory(*, was_reset: bool, tracker: CpuTracker | None = None) -> dict[str, Any]:
+    """CUDA max allocated/reserved on GPU; on CPU the RSS peak of the tracker's measured steps, else since
+    ``reset_peak`` (else the process's)."""
     if torch.cuda.is_available():
         return {"peak_mem_bytes": int(torch.cuda.max_memory_allocated()), "mem_kind": "cuda_allocated",
                 "peak_mem_reserved_bytes": int(torch.cuda.max_memory_reserved())}
+    if tracker is not None and tracker.peak is not None:
+        return {"peak_mem_bytes": tracker.peak, "mem_kind": "cpu_rss_train_peak",
+                "mem_measured_steps": tracker.measured_steps}
     hwm = _status_bytes("VmHWM") if was_reset else None
     if hwm is not None:
         return {"peak_mem_bytes": hwm, "mem_kind": "cpu_rss_train_peak"}

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 import json
 import logging
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:   # pandas loads in reports only: a run's process never needs it (0.4 s of its start)
+    import pandas as pd
 
 from bench.registry import method_label, method_order
 
@@ -209,6 +211,8 @@ def pareto_front(frame: pd.DataFrame, objectives: Sequence[str], cat: Catalog | 
     A row dominates another when it is at least as good on every objective and better on one.
     Rows with a missing objective are never on the front and never dominate.
     """
+    import pandas as pd
+
     if frame.empty:
         return pd.Series([], index=frame.index, dtype=bool)
     signs = np.array([metric(k, cat).sign for k in objectives], dtype=float)
@@ -227,6 +231,8 @@ def load_runs(sweep_dir: Path, extra: Callable[[dict[str, Any]], dict[str, Any]]
 
     ``extra(record)`` adds columns of its own to each row (bench.compare: config and fingerprint).
     """
+    import pandas as pd
+
     rows = []
     for path in sorted(Path(sweep_dir).rglob("result.json")):
         try:

@@ -1,21 +1,21 @@
-"""What the harness costs on top of the work: ``python -m bench.perf`` (``make perf``).
+"""What the harness costs on top of the work: ``python -m bench.perf`` (``make perf``, conf/perf.yaml).
 
-In one process, on the default tiny model and task:
-- training step time of the harness (``bench.train.fit`` with its data stream) against a bare loop
-  (the same model and method, pre-built batches, ``deepspeed.initialize``, forward/backward/step and
-  nothing else), interleaved repeats, median step time, as a ratio;
-- batched generation (the harness's evaluation) against one record at a time, with identical answers;
-- padding waste of training batches with and without length grouping (synthetic task, and the
-  seed's real data when ``../shared/data/spo`` is there);
-- the wall-time split of one real launched cell: launcher start, imports and set-up, training,
-  evaluation, writing (from the phase timestamps the run records).
+- Training step: a real launched ``bench.run`` cell (the harness, with its CPU memory tracking on and off)
+  against ``bench.bare`` (plain transformers + PEFT + DeepSpeed over the same batches, in a process of its own,
+  none of our settings), interleaved repeats, ratio of the median seconds per step; on the tiny model and on
+  SmolLM2-135M.
+- Generation: batched greedy decoding (the harness's evaluation) against plain ``model.generate`` one record at a
+  time, with identical answers, and its tokens/s.
+- Padding waste of training batches with and without length grouping.
+- The wall-time split of one default launched cell: launcher start, imports, set-up, training, evaluation, exit.
 Writes ``results/perf/perf.json`` and prints a table.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -25,101 +25,136 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import chartok, data, evaluate, modeling, results, splits, train
+from bench import data, evaluate, modeling, results, splits, train
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
-SPO = ROOT.parent / "shared" / "data" / "spo" / "spo_0.json"
+OUT = ROOT / "results" / "perf"
 
 
-def _engine(cfg: DictConfig, model: torch.nn.Module, method: str) -> Any:
-    """A DeepSpeed engine for ``model`` wrapped by ``method``, as the run builds it."""
-    mcfg = hydra.compose(config_name="config", overrides=[f"method={method}"]).method
-    wrapped = hydra.utils.get_method(mcfg.builder)(copy.deepcopy(model), mcfg, cfg.model)
-    groups = train.param_groups(wrapped, lr=float(mcfg.lr), overrides=list(mcfg.param_groups or []),
-                                weight_decay=0.0)
+def _compose(*overrides: str) -> DictConfig:
+    """The run config of a case, as ``bench.run`` composes it."""
+    return hydra.compose(config_name="config", overrides=list(overrides))
+
+
+def _loaded(cfg: DictConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """Tokenizer, model and where it came from (a tiny model's cached base is built when missing)."""
+    from bench import base
+
+    return modeling.load(cfg, base.ensure(cfg) if cfg.model.source == "tiny" else None)
+
+
+def bare_inputs(cfg: DictConfig, folder: Path, steps: int) -> tuple[Path, Path | None, dict[str, Any], int]:
+    """The batches the harness's cell trains on first (same seed, grouping, size), saved for the bare loop with
+    the method's PEFT config (None: full fine-tuning) and the run's DeepSpeed config; and their tokens."""
+    tokenizer, model, info = _loaded(cfg)
+    examples = data.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
+    stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
+                          seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length))
+    batches = [next(stream) for _ in range(steps)]
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(batches, folder / "batches.pt")
+    peft_dir = None
+    if "peft_config" in cfg.method:
+        peft_dir = folder / "peft"
+        hydra.utils.instantiate(cfg.method.peft_config).save_pretrained(str(peft_dir))
     ds = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size), grad_accum=1,
                                 grad_clip=float(cfg.train.grad_clip), prec=train.precision(cfg.deepspeed))
-    return train.engine_for(wrapped, groups, ds, total_steps=10_000, train_cfg=cfg.train)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    return Path(info["path"]), peft_dir, ds, tokens
 
 
-def _bare_steps(engine: Any, batches: list[dict[str, torch.Tensor]]) -> float:
-    """Seconds per step of the plainest DeepSpeed loop over ready-made batches."""
-    engine.train()
-    start = time.perf_counter()
-    for batch in batches:
-        loss = engine(**batch).loss
-        engine.backward(loss)
-        engine.step()
-    return (time.perf_counter() - start) / len(batches)
+def _own_env() -> dict[str, str]:
+    """This environment without the rendezvous of a process group this one may have joined."""
+    return {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
 
 
-def step_ratio(cfg: DictConfig, model: torch.nn.Module, examples: list, pad_id: int, *, method: str,
-               steps: int, repeats: int) -> dict[str, Any]:
-    """Median harness and bare step times (interleaved repeats, warm-up excluded) and their ratio."""
-    harness_engine, bare_engine = _engine(cfg, model, method), _engine(cfg, model, method)
-    stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=pad_id, seed=0, group_by_length=True)
-    ready = [next(stream) for _ in range(steps)]
-    stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=pad_id, seed=0, group_by_length=True)
-    harness, bare = [], []
-    for rep in range(repeats + 1):
-        h = train.fit(harness_engine, stream, steps=steps, grad_accum=1, log_every=int(cfg.train.log_every),
-                      desc=f"perf {method}")["train_time_s"] / steps
-        b = _bare_steps(bare_engine, ready)
-        if rep:  # the first pair warms caches up
-            harness.append(h)
-            bare.append(b)
-    h_med, b_med = statistics.median(harness), statistics.median(bare)
-    return {"method": method, "harness_step_ms": 1000 * h_med, "bare_step_ms": 1000 * b_med,
-            "ratio": h_med / b_med, "repeats": repeats, "steps_per_repeat": steps}
+def _launch(args: list[str], out_dir: Path) -> dict[str, Any]:
+    """A real cell through the ``deepspeed`` launcher; its result record."""
+    deepspeed = Path(sys.executable).parent / "deepspeed"
+    cmd = [str(deepspeed), "--num_gpus", "1", "--no_local_rank", "--module", "bench.run", *args, f"out_dir={out_dir}"]
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_own_env())
+    if proc.returncode:
+        raise RuntimeError(f"launched cell failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    record = json.loads((out_dir / "result.json").read_text())
+    record["wall_s"], record["launched_at"] = time.time() - start, start
+    return record
 
 
-def eval_speed(model: torch.nn.Module, tokenizer: Any, records: list, task_cfg: Any, *, batch_size: int,
-               max_new_tokens: int) -> dict[str, Any]:
-    """Batched against per-record greedy generation on the same prompts; answers must be identical."""
-    prompts = [data.prompt_text(r, task_cfg, tokenizer) for r in records]
-    timings, answers = {}, {}
-    for name, size in (("batched", batch_size), ("per_record", 1)):
+def _bare(model_dir: Path, folder: Path, peft_dir: Path | None, ds: dict[str, Any], lr: float) -> list[float]:
+    """``bench.bare`` in a process of its own; the seconds of each step."""
+    cmd = [sys.executable, "-m", "bench.bare", str(model_dir), str(folder / "batches.pt"), str(folder / "bare.json"),
+           "--ds", json.dumps(ds), "--lr", str(lr), *(["--peft", str(peft_dir)] if peft_dir else [])]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_own_env())
+    if proc.returncode:
+        raise RuntimeError(f"bare loop failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return json.loads((folder / "bare.json").read_text())["step_seconds"]
+
+
+def step_overhead(case: Any, pcfg: Any) -> dict[str, Any]:
+    """Seconds per training step: harness with memory tracking on, off, and the bare loop, interleaved repeats."""
+    overrides = [f"model={case.model}", f"method={case.method}", *case.overrides]
+    cfg = _compose(*overrides)
+    steps = int(case.steps)
+    folder = OUT / "bare" / f"{case.model}-{case.method}"
+    model_dir, peft_dir, ds, tokens = bare_inputs(cfg, folder, steps)
+    sides = {"tracking_on": [], "tracking_off": [], "bare": []}
+    for rep in range(int(pcfg.repeats)):
+        for side in ("tracking_on", "tracking_off"):
+            extra = [] if side == "tracking_on" else ["train.cpu_mmap_threshold=null"]
+            record = _launch([*overrides, f"train.steps={steps}", *pcfg.harness_overrides, *extra],
+                             folder / f"{side}{rep}")
+            sides[side].append(record["train_info"]["train_time_s"] / steps)
+        sides["bare"].append(sum(_bare(model_dir, folder, peft_dir, ds, float(cfg.method.lr))) / steps)
+        log.info("%s/%s repeat %d: %s", case.model, case.method, rep,
+                 {k: f"{1000 * v[-1]:.1f} ms" for k, v in sides.items()})
+    med = {k: statistics.median(v) for k, v in sides.items()}
+    return {"model": case.model, "method": case.method, "steps": steps, "repeats": int(pcfg.repeats),
+            "tokens_per_step": tokens / steps, **{f"{k}_step_s": v for k, v in med.items()},
+            "ratio_tracking_on": med["tracking_on"] / med["bare"], "ratio_tracking_off": med["tracking_off"] / med["bare"],
+            "train_tokens_per_s": {k: tokens / steps / v for k, v in med.items()}, "samples": sides}
+
+
+def eval_speed(gen: Any) -> dict[str, Any]:
+    """Batched against per-record greedy generation (plain ``model.generate``) on the same prompts; answers must be
+    identical."""
+    cfg = _compose(f"model={gen.model}", *gen.overrides)
+    tokenizer, model, _ = _loaded(cfg)
+    records = splits.load(cfg.task, "test")[: int(gen.records)]
+    prompts = [data.prompt_text(r, cfg.task, tokenizer) for r in records]
+    limit = int(cfg.task.max_length) - int(cfg.eval.max_new_tokens)
+    timings, answers, tokens = {}, {}, {}
+    for name, size in (("batched", int(cfg.eval.batch_size)), ("per_record", 1)):
         start = time.perf_counter()
-        answers[name], _, _ = evaluate.generate(model, tokenizer, prompts, batch_size=size,
-                                                max_new_tokens=max_new_tokens, desc=name)
+        answers[name], _, tokens[name] = evaluate.generate(model, tokenizer, prompts, batch_size=size,
+                                                           max_new_tokens=int(cfg.eval.max_new_tokens),
+                                                           max_prompt_tokens=limit, desc=f"{gen.model} {name}")
         timings[name] = time.perf_counter() - start
     same = sum(a == b for a, b in zip(answers["batched"], answers["per_record"]))
-    return {"records": len(prompts), "batched_s": timings["batched"], "per_record_s": timings["per_record"],
-            "speedup": timings["per_record"] / timings["batched"], "identical": same == len(prompts),
-            "identical_count": same}
+    return {"model": gen.model, "records": len(prompts), "batched_s": timings["batched"],
+            "per_record_s": timings["per_record"], "speedup": timings["per_record"] / timings["batched"],
+            "gen_tokens_per_s": {k: tokens[k] / timings[k] for k in timings},
+            "identical": same == len(prompts), "identical_count": same}
 
 
-def padding(cfg: DictConfig, examples: list) -> dict[str, Any]:
-    """Pad share of one pass of training batches, grouped and not, here and on the seed's data."""
+def padding(cfg: DictConfig) -> dict[str, Any]:
+    """Pad share of one pass of training batches, grouped and not, on the default task."""
+    tokenizer, _, _ = _loaded(cfg)
+    examples = data.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
     size = int(cfg.train.micro_batch_size)
-    out = {"triples_synth": {g: data.pad_share(examples, size, seed=0, group_by_length=g) for g in (True, False)}}
-    if SPO.is_file():
-        import tasks
-
-        task = hydra.compose(config_name="config", overrides=["task=triples", f"task.data.train={SPO}",
-                                                              f"task.data.test={SPO}"]).task
-        records = splits.load(task, "train")
-        tok = chartok.build(tasks.module(task).prompt(r, task) + r["output"] for r in records)
-        spo = data.encode(records, tok, task)
-        out["spo"] = {g: data.pad_share(spo, size, seed=0, group_by_length=g) for g in (True, False)}
-    return {name: {"grouped": v[True], "ungrouped": v[False]} for name, v in out.items()}
+    return {str(cfg.task.name): {"grouped": data.pad_share(examples, size, seed=0, group_by_length=True),
+                                 "ungrouped": data.pad_share(examples, size, seed=0, group_by_length=False)}}
 
 
 def launched_cell(out_dir: Path, method: str, steps: int) -> dict[str, Any]:
-    """One real cell through the launcher, its wall time split by the phases the run recorded."""
-    deepspeed = Path(sys.executable).parent / "deepspeed"
-    cmd = [str(deepspeed), "--num_gpus", "1", "--no_local_rank", "--module", "bench.run", f"method={method}",
-           f"train.steps={steps}", f"out_dir={out_dir}"]
-    start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.time() - start
-    if proc.returncode:
-        raise RuntimeError(f"launched cell failed: {proc.stderr[-2000:]}")
-    phases = __import__("json").loads((out_dir / "result.json").read_text())["run_info"]["phases"]
+    """One real default cell through the launcher, its wall time split by the phases the run recorded."""
+    record = _launch([f"method={method}", f"train.steps={steps}"], out_dir)
+    start, wall, phases = record["launched_at"], record["wall_s"], record["run_info"]["phases"]
     split = {"launcher_start_s": phases["process_start"] - start,
              "imports_s": phases["imported"] - phases["process_start"],
              "setup_s": phases["train_start"] - phases["imported"],
@@ -132,13 +167,16 @@ def launched_cell(out_dir: Path, method: str, steps: int) -> dict[str, Any]:
 
 def table(report: dict[str, Any]) -> str:
     """The figures as Markdown."""
-    lines = ["| method | harness step (ms) | bare step (ms) | ratio |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['method']} | {r['harness_step_ms']:.1f} | {r['bare_step_ms']:.1f} | {r['ratio']:.3f} |"
+    lines = ["| model | method | bare loop step (ms) | harness, tracking on | ratio | harness, tracking off | ratio |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['method']} | {1000 * r['bare_step_s']:.1f} | {1000 * r['tracking_on_step_s']:.1f} "
+              f"| {r['ratio_tracking_on']:.3f} | {1000 * r['tracking_off_step_s']:.1f} | {r['ratio_tracking_off']:.3f} |"
               for r in report["step_time"]]
-    ev = report["eval"]
-    lines += ["", f"generation, {ev['records']} records: batched {ev['batched_s']:.2f} s, one at a time "
-              f"{ev['per_record_s']:.2f} s, speed-up {ev['speedup']:.1f}x, identical answers: {ev['identical']}", "",
-              "| data | pad share grouped | pad share ungrouped |", "|---|---:|---:|"]
+    lines += ["", "| model | records | batched (s) | one at a time (s) | speed-up | gen tokens/s batched | identical |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {e['model']} | {e['records']} | {e['batched_s']:.2f} | {e['per_record_s']:.2f} | {e['speedup']:.1f}× "
+              f"| {e['gen_tokens_per_s']['batched']:.0f} | {e['identical']} |" for e in report["eval"]]
+    lines += ["", "| data | pad share grouped | pad share ungrouped |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['grouped']:.1%} | {v['ungrouped']:.1%} |" for k, v in report["padding"].items()]
     cell = report["cell"]
     lines += ["", f"one launched cell ({cell['method']}, {cell['steps']} steps, {cell['wall_s']:.1f} s): "
@@ -147,24 +185,17 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="perf", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Measure and write ``results/perf/perf.json``."""
-    steps, repeats = int(cfg.get("perf_steps", 30)), int(cfg.get("perf_repeats", 5))
-    from bench import base
-
-    tokenizer, model, _ = modeling.load(cfg, base.ensure(cfg) if cfg.model.source == "tiny" else None)
-    examples = data.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
-    train.ensure_distributed()
-    report = {"step_time": [step_ratio(cfg, model, examples, tokenizer.pad_token_id, method=m, steps=steps,
-                                       repeats=repeats) for m in ("lora", "prefix_tuning", "full")]}
-    report["eval"] = eval_speed(model, tokenizer, splits.load(cfg.task, "test"), cfg.task,
-                                batch_size=int(cfg.eval.batch_size), max_new_tokens=int(cfg.eval.max_new_tokens))
-    report["padding"] = padding(cfg, examples)
-    out = ROOT / "results" / "perf"
-    report["cell"] = launched_cell(out / "cell", "lora", steps=100)
-    report["meta"] = {"versions": results.versions(), "torch_threads": torch.get_num_threads()}
-    results.write_json(out / "perf.json", report)
+    pcfg = cfg.perf
+    report: dict[str, Any] = {"step_time": [step_overhead(case, pcfg) for case in pcfg.cases]}
+    report["eval"] = [eval_speed(gen) for gen in pcfg.generation]
+    report["padding"] = padding(_compose())
+    report["cell"] = launched_cell(OUT / "cell", str(pcfg.cell.method), int(pcfg.cell.steps))
+    report["meta"] = {"versions": results.versions(), "torch_threads": torch.get_num_threads(),
+                      "config": OmegaConf.to_container(pcfg, resolve=True)}
+    results.write_json(OUT / "perf.json", report)
     log.info("results/perf/perf.json\n%s", table(report))
 
 

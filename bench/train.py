@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
 import os
@@ -187,6 +188,7 @@ def final_window(steps: int) -> int:
 
 
 Probe = Callable[[dict[str, float]], bool]   # fn({step, tokens, seconds}) -> stop? (a learning-curve point)
+Watch = Callable[[int], contextlib.AbstractContextManager]   # fn(step) -> a context around that optimizer step
 
 
 def _any_rank(flag: bool, device: Any) -> bool:
@@ -194,14 +196,38 @@ def _any_rank(flag: bool, device: Any) -> bool:
     return bool(sum_over_ranks(torch.tensor([float(flag)], device=device)) > 0)
 
 
+def _optimizer_step(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, grad_accum: int, hooks: StepHooks,
+                    step: int) -> tuple[torch.Tensor, int]:
+    """One optimizer step over ``grad_accum`` micro-batches: [ce sum, answer tokens, objective sum] and the tokens."""
+    sums = torch.zeros(3, dtype=torch.float64, device=engine.device)
+    tokens = 0
+    for _ in range(grad_accum):
+        batch = next(stream)
+        tokens += int(batch["attention_mask"].sum())   # on the host: no device sync
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        out = engine(**batch)
+        with torch.no_grad():
+            ce, n = token_cross_entropy(out.logits.detach(), batch["labels"])
+            sums += torch.stack([ce.double(), n.double(), out.loss.detach().double() * n])
+        engine.backward(out.loss)
+        boundary = engine.is_gradient_accumulation_boundary()
+        if boundary:
+            hooks.pre_step(engine, step)
+        engine.step()
+        if boundary:
+            hooks.post_step(engine, step)
+    return sums, tokens
+
+
 def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, grad_accum: int, log_every: int,
         hooks: StepHooks | None = None, desc: str = "train", seconds: float | None = None, every: int = 0,
-        probe: Probe | None = None) -> dict[str, Any]:
+        probe: Probe | None = None, watch: Watch | None = None) -> dict[str, Any]:
     """Run up to ``steps`` optimizer steps; the losses are read back from the device every ``log_every`` steps only.
 
     Training stops early at ``seconds`` of training time (the ranks decide together) or when ``probe`` (called
     every ``every`` steps with the steps, tokens and training seconds spent so far, on every rank; its own time is
-    not training time) says so. ``loss_curve`` is the task's token cross-entropy per optimizer step
+    not training time) says so. ``watch(step)``: a context around each optimizer step (the memory measurement's
+    windows, ``bench.measure.CpuTracker``). ``loss_curve`` is the task's token cross-entropy per optimizer step
     (token-weighted over micro-batches and ranks) for every method; ``objective_curve`` is what the optimizer
     minimised (the cross-entropy plus any term the method adds, e.g. AdaLoRA's orthogonality regularizer).
     ``final_loss`` is the token-weighted cross-entropy of the last ``final_loss_steps`` steps.
@@ -214,22 +240,9 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
     rank0 = int(os.environ.get("RANK", 0)) == 0
     progress = tqdm(total=steps, desc=desc, mininterval=2.0) if rank0 else None
     for step in range(steps):
-        step_sums = torch.zeros(3, dtype=torch.float64, device=engine.device)
-        for _ in range(grad_accum):
-            batch = next(stream)
-            tokens += int(batch["attention_mask"].sum())   # on the host: no device sync
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            out = engine(**batch)
-            with torch.no_grad():
-                ce, n = token_cross_entropy(out.logits.detach(), batch["labels"])
-                step_sums += torch.stack([ce.double(), n.double(), out.loss.detach().double() * n])
-            engine.backward(out.loss)
-            boundary = engine.is_gradient_accumulation_boundary()
-            if boundary:
-                hooks.pre_step(engine, step)
-            engine.step()
-            if boundary:
-                hooks.post_step(engine, step)
+        with watch(step) if watch else contextlib.nullcontext():
+            step_sums, step_tokens = _optimizer_step(engine, stream, grad_accum=grad_accum, hooks=hooks, step=step)
+        tokens += step_tokens
         sums.append(step_sums)
         if progress is not None:
             progress.update()
