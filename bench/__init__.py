@@ -1,6 +1,10 @@
 """peftbench: benchmark parameter-efficient fine-tuning methods against each other."""
 
+import atexit
+import logging
+import os
 import socket
+import sys
 
 from omegaconf import OmegaConf
 
@@ -10,6 +14,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def exit_now(code: int) -> None:
+    """End a process once everything is recorded: Python's exit handlers run (the shared-memory buffer's removal,
+    log flushing), the interpreter's teardown of torch, transformers and peft does not (1.7–3.3 s of a launched
+    cell's wall time, measured; nothing is left to write by then)."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 OmegaConf.register_new_resolver("fraction", lambda n, f: int(int(n) * float(f)), replace=True)

@@ -23,6 +23,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import bench
 from bench import chartok, data, evaluate, modeling, results, splits, train, validate
 from bench.taskcfg import pretrain, primary, source_task
 from bench.errors import ConfigError, InputError
@@ -170,6 +171,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     log.info("base %s at %s (source %s %.3f, built in %.0f s)", info["key"], info["path"], info["source_metric"],
              info["source_score"], info["build_time_s"])
+    bench.exit_now(0)   # the sweep waits on this process before its first cell: no teardown of torch
 
 
 if __name__ == "__main__":

@@ -256,20 +256,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     global _STARTED
     _STARTED = True
-    exit_now(execute(cfg))
-
-
-def exit_now(code: int) -> None:
-    """End the process once everything is recorded: Python's exit handlers run (the shared-memory buffer's removal,
-    log flushing), the interpreter's teardown of torch, transformers and peft does not (it took 1.7–3.3 s of a
-    cell's wall time, measured with a run's imports; nothing is left to write by then)."""
-    import atexit
-
-    atexit._run_exitfuncs()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    bench.exit_now(execute(cfg))
 
 
 def cli() -> None:

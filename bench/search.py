@@ -65,7 +65,7 @@ def main(cfg: DictConfig) -> None:
     for i, lr in enumerate(lrs, 1):
         log.info("candidate %d/%d: method=%s lr=%g", i, len(lrs), cfg.method.name, lr)
         codes.append(run.execute(candidate_cfg(cfg, lr)))
-    sys.exit(0 if not any(codes) else 1)
+    bench.exit_now(0 if not any(codes) else 1)
 
 
 def score_of(result: dict[str, Any]) -> tuple[float, float] | None:

@@ -18,7 +18,6 @@ import math
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 ScoreFn = Callable[[np.ndarray], float]
 CORRECTIONS = ("holm", "bh", "none")
@@ -32,6 +31,8 @@ def _check_confidence(confidence: float) -> None:
 
 def t_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high) over seeds by Student's t, which few seeds need; one value has no spread: (mean, nan, nan)."""
+    from scipy import stats   # 0.5 s to import: a run's own bootstrap needs no scipy
+
     _check_confidence(confidence)
     x = np.asarray(values, dtype=float)
     if x.size == 0:
@@ -108,6 +109,8 @@ def holm(p_values: Mapping[str, float], *, alpha: float = 0.05) -> dict[str, boo
 def benjamini_hochberg(p_values: Mapping[str, float], *,
                        alpha: float = 0.05) -> tuple[dict[str, float], dict[str, bool]]:
     """(adjusted p, rejected) by Benjamini–Hochberg: expected share of false rejections ≤ alpha; more power."""
+    from scipy import stats   # 0.5 s to import: a run's own bootstrap needs no scipy
+
     keys = list(_checked(p_values))
     if not keys:
         return {}, {}
@@ -134,6 +137,8 @@ def welch_p(mean_a: float, std_a: float | None, n_a: int, *, mean_b: float, std_
     (the pooled t-test with n = 1, i.e. Crawford & Howell 1998: t = Δ / (s·sqrt(1/n_a + 1/n_b)), df = n_other − 1).
     NaN where no spread was measured: one value on each side, or every spread used is 0 (deterministic seeds).
     """
+    from scipy import stats   # 0.5 s to import: a run's own bootstrap needs no scipy
+
     if min(n_a, n_b) < 1 or max(n_a, n_b) < 2:
         return math.nan
     spread_a = 0.0 if n_a == 1 else float(std_a or 0.0)

@@ -238,7 +238,7 @@ def main(cfg: DictConfig) -> int:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     code = run_sweep(cfg, report=not multirun)
     if not multirun:
-        sys.exit(code)
+        bench.exit_now(code)   # everything is written: no teardown of pandas, matplotlib and torch
     return code
 
 
