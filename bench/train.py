@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench import free_port
+from bench import family, free_port
 from bench.data import IGNORE
 
 log = logging.getLogger(__name__)
@@ -166,14 +166,17 @@ def warm_up() -> None:
                train_cfg=type("Warm", (), {"warmup_ratio": 0.0, "schedule": "constant"}))
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy over the answer tokens, and their count: the task's loss for every method.
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the answer tokens, and their count: the task's loss for every method.
 
     Prompt-learning methods put virtual positions before the text, so only the last ``labels.shape[1]``
-    logits are the text's. Rows are upcast to fp32 one at a time (a real vocabulary's logits are large).
+    logits are the text's. ``shift`` (the model family's ``label_shift``): 1 where the logits at a position score
+    the next token (decoder-only), 0 where they score the label at the same position (an encoder–decoder's
+    decoder; its virtual tokens are the encoder's). Rows are upcast to fp32 one at a time (a real vocabulary's
+    logits are large).
     """
-    logits = logits[:, -labels.shape[1]:-1]
-    target = labels[:, 1:]
+    logits = logits[:, logits.shape[1] - labels.shape[1]:logits.shape[1] - shift]
+    target = labels[:, shift:]
     total = torch.zeros((), dtype=torch.float32, device=logits.device)
     for row in range(logits.shape[0]):
         total += torch.nn.functional.cross_entropy(logits[row].float(), target[row], ignore_index=IGNORE,
@@ -208,6 +211,7 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
     """
     engine.train()
     hooks = hooks or StepHooks()
+    kind = family.of_model(engine.module)
     sums: list[torch.Tensor] = []   # per step: [ce sum, answer tokens, objective sum]
     tokens, probing, stopped_by = 0, 0.0, "steps"
     start = time.perf_counter()
@@ -217,11 +221,11 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
         step_sums = torch.zeros(3, dtype=torch.float64, device=engine.device)
         for _ in range(grad_accum):
             batch = next(stream)
-            tokens += int(batch["attention_mask"].sum())   # on the host: no device sync
+            tokens += kind.tokens(batch)   # on the host: no device sync
             batch = {k: v.to(engine.device) for k, v in batch.items()}
             out = engine(**batch)
             with torch.no_grad():
-                ce, n = token_cross_entropy(out.logits.detach(), batch["labels"])
+                ce, n = token_cross_entropy(out.logits.detach(), batch["labels"], shift=kind.label_shift)
                 step_sums += torch.stack([ce.double(), n.double(), out.loss.detach().double() * n])
             engine.backward(out.loss)
             boundary = engine.is_gradient_accumulation_boundary()
