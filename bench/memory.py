@@ -201,7 +201,8 @@ def model_config(cfg: Any) -> tuple[Any, int]:
     if cfg.model.source == "tiny":
         from bench import base, modeling
 
-        config = modeling.tiny_config(cfg.model, len(base.tokenizer_and_key(cfg)[0]))
+        tokenizer = base.tokenizer_and_key(cfg)[0]
+        config = modeling.tiny_config(cfg.model, len(tokenizer), modeling.special_ids(tokenizer))
         return config, int(config.vocab_size)
     remote = bool(cfg.model.trust_remote_code)
     try:   # a config.json already on disk (hub cache or folder): never a download for an estimate
