@@ -253,7 +253,10 @@ def skeleton(model_cfg: Any) -> Any:
 
     from bench import modeling
 
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):     # build_tiny seeds: leave the run's RNG be
+    # transformers refuses an architecture its family's Auto class does not map (a T5 as CAUSAL_LM) with a ValueError
+    with input_errors(f"model={model_cfg.name} (model.task_type={model_cfg.task_type}: transformers' "
+                      f"{modeling.auto_class(model_cfg).__name__}) cannot build model.arch"), \
+            torch.random.fork_rng(devices=[]), torch.device("meta"):     # build_tiny seeds: leave the run's RNG be
         return modeling.build_tiny(model_cfg, vocab_size=2**18, seed=0)   # a vocab past any default pad id
 
 

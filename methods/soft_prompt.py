@@ -22,8 +22,8 @@ from bench import family
 def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """The generated token ids only (batch × new tokens) of a left-padded batch, pads before the soft prompt."""
     embeds = model.get_input_embeddings()(input_ids)
-    prompt = model.get_prompt(batch_size=input_ids.shape[0]).to(embeds.dtype)
-    virtual = prompt.shape[1]
+    virtual = model.active_peft_config.num_virtual_tokens   # an encoder–decoder's prompt holds the decoder's too,
+    prompt = model.get_prompt(batch_size=input_ids.shape[0])[:, :virtual].to(embeds.dtype)   # which PEFT leaves unused
     rows, masks = [], []
     for row in range(input_ids.shape[0]):
         pads = int((attention_mask[row] == 0).sum())
