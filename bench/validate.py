@@ -135,7 +135,8 @@ def _method(cfg: Any) -> None:
     if cfg.train.gradient_checkpointing and not method.supports_gradient_checkpointing:
         raise ConfigError(f"train.gradient_checkpointing=true is not supported by method={method.name}; "
                           "set train.gradient_checkpointing=false")
-    layers = cfg.model.arch.get("num_hidden_layers") if cfg.model.get("arch") else None
+    arch = cfg.model.get("arch") or {}
+    layers = arch.get("num_hidden_layers") or arch.get("num_decoder_layers")   # an encoder–decoder: its decoder's
     n = method.get("layers")
     if n is not None and (not _is_number(n) or int(n) <= 0 or (layers is not None and int(n) > int(layers))):
         raise ConfigError(f"method.layers={n} must be in 1..{layers or 'the model’s layer count'}")

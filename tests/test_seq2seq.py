@@ -162,6 +162,10 @@ def test_a_wrong_task_type_is_refused_in_seconds(tiny_cfg, overrides, says):
     assert says in refused(tiny_cfg(*T5, *overrides))
 
 
+def test_freeze_counts_the_decoder_blocks(tiny_cfg):
+    assert "method.layers=3 must be in 1..2" in refused(tiny_cfg(*T5, "method=freeze", "method.layers=3"))
+
+
 def launched(root: Path, cache_dir: Path, methods: list[str]) -> Path:
     """The shrunk ``sweep=t5`` of ``methods`` on tiny_t5 into ``root``, each cell through ``deepspeed``."""
     cmd = [sys.executable, "-m", "bench.sweep", "sweep=t5", f"methods=[{','.join(methods)}]", f"sweep_dir={root}",
