@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import bench
-from bench import chartok, data, evaluate, modeling, results, splits, train, validate
+from bench import chartok, data, evaluate, family, modeling, results, splits, train, validate
 from bench.taskcfg import pretrain, primary, source_task
 from bench.errors import ConfigError, InputError
 import tasks
@@ -92,7 +92,7 @@ def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str
     """Full-train a fresh tiny model on the source schema, score it, save it to ``dest``."""
     pre = pretrain(cfg)
     model = modeling.build_tiny(cfg.model, len(tokenizer), int(pre.seed), modeling.special_ids(tokenizer))
-    examples = data.encode(splits.load(src_task, "train"), tokenizer, src_task)
+    examples = family.of(cfg.model).encode(splits.load(src_task, "train"), tokenizer, src_task)
     train.ensure_distributed()
     ds_cfg = deepspeed_section(cfg)
     ds = train.deepspeed_config(ds_cfg, micro_batch_size=int(pre.micro_batch_size), grad_accum=1,

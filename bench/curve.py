@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bench import data, evaluate, taskcfg
+from bench import evaluate, family, taskcfg
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class Curve:
                  world: int, generate_fn: evaluate.Generate | None) -> None:
         self.engine, self.tokenizer, self.records, self.cfg = engine, tokenizer, records, cfg
         self.rank, self.world, self.generate_fn = rank, world, generate_fn
-        self.examples = data.encode(records, tokenizer, cfg.task)
+        self.examples = family.of(cfg.model).encode(records, tokenizer, cfg.task)
         self.metric, self.higher = taskcfg.primary(cfg.task)
         self.points: list[dict[str, Any]] = []
         self.patience = cfg.eval.curve.get("patience")

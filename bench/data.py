@@ -72,21 +72,34 @@ def resolved(task_cfg: Any) -> Any:
 
 
 def encode(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list[dict[str, Any]]:
-    """Prompt ids + answer ids + eos, labels only on the answer; over-long prompts are cut inside the text.
+    """A decoder-only model's examples: prompt ids + answer ids + eos, labels only on the answer; over-long prompts
+    are cut inside the text.
 
     An answer longer than half of ``task.max_length`` is cut inside its text, never its eos: a model trained on
     answers without an end would learn not to stop. Each example says whether its answer was cut (``answer_cut``).
     """
     out = []
+    for prompt, answer_ids, cut in _pairs(records, tokenizer, task_cfg):
+        out.append({"input_ids": prompt + answer_ids, "labels": [IGNORE] * len(prompt) + answer_ids,
+                    "answer_cut": cut, "widths": [len(prompt) + len(answer_ids)]})
+    return out
+
+
+def encode_seq2seq(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> list[dict[str, Any]]:
+    """An encoder–decoder's examples: the prompt ids are the encoder's input, the answer ids + eos its labels (the
+    model shifts them right behind its decoder start token); cut as ``encode`` cuts them."""
+    return [{"input_ids": prompt, "labels": answer_ids, "answer_cut": cut, "widths": [len(prompt), len(answer_ids)]}
+            for prompt, answer_ids, cut in _pairs(records, tokenizer, task_cfg)]
+
+
+def _pairs(records: list[dict[str, str]], tokenizer: Any, task_cfg: Any) -> Iterator[tuple[list[int], list[int], bool]]:
+    """Each record's prompt ids and answer ids (eos last) within ``task.max_length``, and whether the answer was cut."""
     task_cfg = resolved(task_cfg)
     for rec in records:
         prompt = prompt_ids(tokenizer, prompt_text(rec, task_cfg, tokenizer))
         answer_ids, cut = fit_answer(tokenizer(rec["output"], add_special_tokens=False).input_ids,
                                      tokenizer.eos_token_id, task_cfg.max_length // 2)
-        prompt = fit_prompt(prompt, task_cfg.max_length - len(answer_ids))
-        out.append({"input_ids": prompt + answer_ids, "labels": [IGNORE] * len(prompt) + answer_ids,
-                    "answer_cut": cut})
-    return out
+        yield fit_prompt(prompt, task_cfg.max_length - len(answer_ids)), answer_ids, cut
 
 
 def fit_answer(ids: list[int], eos_id: int, budget: int) -> tuple[list[int], bool]:
@@ -115,17 +128,32 @@ def batch_order(lengths: list[int], batch_size: int, *, seed: int, group_by_leng
 
 
 def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded training batch with attention mask (from ``input_ids`` and ``labels``; other keys are notes)."""
-    width = max(len(e["input_ids"]) for e in examples)
+    """Right-padded training batch with attention mask (from ``input_ids`` and ``labels``; other keys are notes).
+
+    Labels are padded to their own width: a decoder-only model's are as long as its input, an encoder–decoder's
+    are the decoder's.
+    """
+    width, label_width = max(len(e["input_ids"]) for e in examples), max(len(e["labels"]) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    labels = torch.full((len(examples), label_width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for row, e in enumerate(examples):
         n = len(e["input_ids"])
         ids[row, :n] = torch.tensor(e["input_ids"])
-        labels[row, :n] = torch.tensor(e["labels"])
+        labels[row, :len(e["labels"])] = torch.tensor(e["labels"])
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def longest(examples: list[dict[str, Any]], cap: int) -> dict[str, int]:
+    """The longest input and the longest labels of the examples, at most ``cap`` (what the memory probe sizes)."""
+    return {"length": min(cap, max(len(e["input_ids"]) for e in examples)),
+            "label_length": min(cap, max(len(e["labels"]) for e in examples))}
+
+
+def length(example: dict[str, Any]) -> int:
+    """Tokens of an encoded example, every padded sequence of it counted (encoder and decoder for an encoder–decoder)."""
+    return sum(example["widths"])
 
 
 def _rank_orders(lengths: list[int], batch_size: int, *, seed: int, group_by_length: bool, rank: int,
@@ -145,7 +173,7 @@ def batches(examples: list[dict[str, Any]], batch_size: int, *, pad_id: int, see
     With ``world`` data-parallel ranks, every rank draws the same order and keeps every ``world``-th batch
     from its ``rank`` on: the ranks see disjoint batches, and together one pass over the data.
     """
-    lengths = [len(e["input_ids"]) for e in examples]
+    lengths = [length(e) for e in examples]
     for order in _rank_orders(lengths, batch_size, seed=seed, group_by_length=group_by_length, rank=rank,
                               world=world):
         yield collate([examples[i] for i in order], pad_id)
@@ -156,7 +184,7 @@ def steps_for_tokens(examples: list[dict[str, Any]], batch_size: int, *, seed: i
     """Optimizer steps until the ranks together have trained on ``tokens`` tokens (padding excluded), at most
     ``cap``: the stream's order is fixed by its seed, so a token budget is known in steps before training, and
     the learning-rate schedule can run over exactly those steps."""
-    lengths = [len(e["input_ids"]) for e in examples]
+    lengths = [length(e) for e in examples]
     streams = [_rank_orders(lengths, batch_size, seed=seed, group_by_length=group_by_length, rank=r, world=world)
                for r in range(world)]
     seen = 0
@@ -172,7 +200,7 @@ def peak_steps(examples: list[dict[str, Any]], batch_size: int, *, seed: int, gr
     """The optimizer steps that bound a run's memory peak, read from the stream's fixed order before training: the
     first two (the optimizer's state is created in the first) and those holding the micro-batch with the most tokens
     (rows × width: activations) and the most attention cells (rows × width²)."""
-    lengths = [len(e["input_ids"]) for e in examples]
+    lengths = [length(e) for e in examples]
     stream = _rank_orders(lengths, batch_size, seed=seed, group_by_length=group_by_length, rank=rank, world=world)
     shapes = [[(len(order), max(lengths[i] for i in order)) for order in (next(stream) for _ in range(grad_accum))]
               for _ in range(steps)]
@@ -184,10 +212,11 @@ def peak_steps(examples: list[dict[str, Any]], batch_size: int, *, seed: int, gr
 
 
 def pad_share(examples: list[dict[str, Any]], batch_size: int, *, seed: int, group_by_length: bool) -> float:
-    """Share of pad tokens over one pass of training batches."""
-    lengths = [len(e["input_ids"]) for e in examples]
+    """Share of pad tokens over one pass of training batches (each padded sequence padded to its own width)."""
+    lengths = [length(e) for e in examples]
     real = padded = 0
     for order in batch_order(lengths, batch_size, seed=seed, group_by_length=group_by_length):
         real += sum(lengths[i] for i in order)
-        padded += max(lengths[i] for i in order) * len(order)
+        padded += sum(max(examples[i]["widths"][k] for i in order) for k in range(len(examples[order[0]]["widths"]))) \
+            * len(order)
     return 1 - real / padded if padded else 0.0

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench import data, taskcfg
+from bench import data, family, taskcfg
 from bench.train import sum_over_ranks, token_cross_entropy
 
 Generate = Callable[..., torch.Tensor]   # fn(model, input_ids, attention_mask, **generate kwargs) -> new ids
@@ -40,16 +40,17 @@ def eval_loss(model: Any, examples: list[dict[str, list[int]]], *, batch_size: i
               rank: int = 0, world: int = 1) -> float:
     """Token-weighted cross-entropy on the answer tokens of a split (each rank takes every world-th).
 
-    The model gets no labels: its own loss may add a method's regularizer (AdaLoRA's), which is not the task's.
+    The loss is computed here from the logits, never the model's own (which may add a method's regularizer,
+    AdaLoRA's): a decoder-only model gets no labels, an encoder–decoder gets them only to build its decoder input.
     """
     model.eval()
+    kind = family.of_model(model)
     device = next(model.parameters()).device
     total = count = 0.0
     shard = examples[rank::world]
     for s in range(0, len(shard), batch_size):
         batch = {k: v.to(device) for k, v in data.collate(shard[s:s + batch_size], pad_id).items()}
-        labels = batch.pop("labels")
-        ce, n = token_cross_entropy(model(**batch).logits, labels)
+        ce, n = token_cross_entropy(model(**kind.model_inputs(batch)).logits, batch["labels"], shift=kind.label_shift)
         total += float(ce)
         count += int(n)
     sums = sum_over_ranks(torch.tensor([total, count], dtype=torch.float64, device=device))
@@ -63,9 +64,9 @@ def encode_prompts(tokenizer: Any, prompts: list[str], max_prompt_tokens: int | 
 
 
 def model_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    """``model.generate`` on a left-padded batch; the new token ids only."""
+    """``model.generate`` on a left-padded batch; the new token ids only (the model family says what precedes them)."""
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    return out[:, input_ids.shape[1]:]
+    return family.of_model(model).new_ids(out, input_ids.shape[1])
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import data, evaluate, forgetting, kbit, results, splits, stats, taskcfg
+from bench import data, evaluate, family, forgetting, kbit, results, splits, stats, taskcfg
 
 RESAMPLES = 1000   # bootstrap draws over test records: the interval's ends move < 0.005 between seeds of it
 
@@ -39,7 +39,7 @@ def evaluate_split(cfg: Any, ran: Trained) -> tuple[list[dict[str, str]], dict[s
                                                      int]:
     """The evaluated split's records, scores, prediction rows, loss and answers cut (sharded over the ranks)."""
     records = splits.load(cfg.task, str(cfg.eval.split))[: cfg.eval.max_records or None]
-    examples = data.encode(records, ran.tokenizer, cfg.task)
+    examples = family.of(cfg.model).encode(records, ran.tokenizer, cfg.task)
     loss = evaluate.eval_loss(ran.model, examples, batch_size=int(cfg.eval.batch_size),
                               pad_id=ran.tokenizer.pad_token_id, rank=ran.rank, world=ran.world)
     scores, rows = evaluate.evaluate(ran.model, ran.tokenizer, records, cfg.task, batch_size=int(cfg.eval.batch_size),

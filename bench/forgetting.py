@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bench import evaluate, splits, taskcfg, train
+from bench import evaluate, family, splits, taskcfg, train
 from bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,15 +67,17 @@ def windows(tokenizer: Any, text: str, *, window: int, max_tokens: int) -> list[
 def text_log_likelihood(model: Any, rows: list[list[int]], *, batch_size: int) -> float:
     """Mean log-likelihood per predicted token (minus the token-weighted cross-entropy) over ``rows``.
 
-    No labels go to the model (a method's own loss may add a term); ``token_cross_entropy`` takes the text's
-    logits after any virtual tokens a prompt-learning method puts in front.
+    The loss is computed from the logits, never the model's own (a method's may add a term); ``token_cross_entropy``
+    takes the text's logits after any virtual tokens a prompt-learning method puts in front. The model family says
+    what is predicted from what (an encoder–decoder: each window's second half from its first).
     """
     model.eval()
+    kind = family.of_model(model)
     device = next(model.parameters()).device
     total = count = 0.0
     for s in range(0, len(rows), batch_size):
-        ids = torch.tensor(rows[s:s + batch_size], dtype=torch.long, device=device)
-        ce, n = train.token_cross_entropy(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits, ids)
+        inputs, labels = kind.text_batch(torch.tensor(rows[s:s + batch_size], dtype=torch.long, device=device))
+        ce, n = train.token_cross_entropy(model(**inputs).logits, labels, shift=kind.label_shift)
         total += float(ce)
         count += int(n)
     return -total / count

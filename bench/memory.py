@@ -78,10 +78,12 @@ def _meta_branches_false() -> Iterator[None]:
         torch.Tensor.__bool__ = original
 
 
-def saved_activation_bytes(model: torch.nn.Module, *, batch: int, length: int) -> int:
+def saved_activation_bytes(model: torch.nn.Module, *, batch: int, length: int, label_length: int) -> int:
     """Bytes autograd keeps for backward after one forward pass with labels (each storage counted once).
 
-    ``model`` lives on the meta device; weights (and views of them) are not activations and are skipped.
+    ``model`` lives on the meta device; weights (and views of them) are not activations and are skipped. The input
+    is ``length`` tokens, the labels ``label_length`` (a decoder-only model's are its input; an encoder–decoder's
+    are its decoder's, which it shifts into its decoder input).
     """
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     kept: dict[int, int] = {}
@@ -93,9 +95,10 @@ def saved_activation_bytes(model: torch.nn.Module, *, batch: int, length: int) -
         return t
 
     ids = torch.zeros((batch, length), dtype=torch.long, device="meta")
+    labels = torch.zeros((batch, label_length), dtype=torch.long, device="meta")
     model.train()
     with _fused_sdpa(), _meta_branches_false(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
+        model(input_ids=ids, labels=labels)
     return sum(kept.values())
 
 
@@ -120,14 +123,18 @@ def _bucket(ds_config: dict[str, Any], trainable: int) -> int:
 
 
 def layer_count(config: Any) -> int:
-    """Transformer layers of a model config, whichever name the architecture gives them (1 if none)."""
-    return int(next((getattr(config, k) for k in LAYER_KEYS if isinstance(getattr(config, k, None), int)), 1))
+    """Transformer layers of a model config, whichever name the architecture gives them (1 if none); an
+    encoder–decoder's decoder blocks (``num_decoder_layers``) count too."""
+    layers = int(next((getattr(config, k) for k in LAYER_KEYS if isinstance(getattr(config, k, None), int)), 1))
+    decoder = getattr(config, "num_decoder_layers", None) if getattr(config, "is_encoder_decoder", False) else None
+    return layers + (int(decoder) if isinstance(decoder, int) else 0)
 
 
 def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any], world_size: int,
-             batch: int, length: int, vocab: int, layers: int,
+             batch: int, length: int, label_length: int, vocab: int, layers: int,
              kbit: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Per-rank bytes of one training step of ``model`` (meta device) at ``batch`` × ``length`` tokens.
+    """Per-rank bytes of one training step of ``model`` (meta device) at ``batch`` × ``length`` tokens, with labels
+    of ``label_length`` (the logits' positions).
 
     Components: weights, gradients (DeepSpeed's reduction bucket: the gradients land in it), fp32 master
     weights, AdamW moments, activations kept for backward, and backward's working set: one layer's share of
@@ -144,7 +151,7 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
     n_params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     shards = world_size if int((ds_config.get("zero_optimization") or {}).get("stage", 0)) >= 1 else 1
-    activations = saved_activation_bytes(model, batch=batch, length=length)
+    activations = saved_activation_bytes(model, batch=batch, length=length, label_length=label_length)
     parts = {
         "weights": (n_params - kbit[1]) * width + kbit[1] * kbits.weight_bytes(kbit[0]) if kbit
         else n_params * width,
@@ -152,14 +159,15 @@ def estimate(model: torch.nn.Module, *, precision: str, ds_config: dict[str, Any
         "master_weights": 4 * trainable // shards,
         "optimizer_states": 8 * trainable // shards,
         "activations": activations,
-        "backward_transient": activations // max(layers, 1) + 8 * batch * length * vocab,
+        "backward_transient": activations // max(layers, 1) + 8 * batch * label_length * vocab,
         "optimizer_step": 8 * trainable // shards,
     }
     static = parts["weights"] + parts["master_weights"] + parts["optimizer_states"]
     backward = parts["gradients"] + parts["activations"] + parts["backward_transient"]
     total = static + max(backward, parts["optimizer_step"])
     return {**{f"{k}_bytes": int(v) for k, v in parts.items()}, "total_bytes": int(total),
-            "batch": batch, "length": length, "precision": precision, "world_size": world_size}
+            "batch": batch, "length": length, "label_length": label_length, "precision": precision,
+            "world_size": world_size}
 
 
 def describe(est: dict[str, Any]) -> str:
@@ -171,14 +179,14 @@ def describe(est: dict[str, Any]) -> str:
 
 
 def for_run(config: Any, vocab: int, cfg: Any, *, precision: str, ds_config: dict[str, Any], world_size: int,
-            length: int) -> dict[str, Any]:
+            length: int, label_length: int) -> dict[str, Any]:
     """The estimate of a run from its model's config (the weights themselves are not touched)."""
     from bench import kbit
 
     replica = meta_replica(config, cfg, DTYPES[precision])
     k = kbit.bits(cfg)
     return estimate(replica, precision=precision, ds_config=ds_config, world_size=world_size,
-                    batch=int(cfg.train.micro_batch_size), length=length, vocab=vocab,
+                    batch=int(cfg.train.micro_batch_size), length=length, label_length=label_length, vocab=vocab,
                     layers=layer_count(config), kbit=(k, kbit.quantized_params(replica)) if k else None)
 
 
@@ -193,7 +201,8 @@ def model_config(cfg: Any) -> tuple[Any, int]:
     if cfg.model.source == "tiny":
         from bench import base, modeling
 
-        config = modeling.tiny_config(cfg.model, len(base.tokenizer_and_key(cfg)[0]))
+        tokenizer = base.tokenizer_and_key(cfg)[0]
+        config = modeling.tiny_config(cfg.model, len(tokenizer), modeling.special_ids(tokenizer))
         return config, int(config.vocab_size)
     remote = bool(cfg.model.trust_remote_code)
     try:   # a config.json already on disk (hub cache or folder): never a download for an estimate
@@ -212,7 +221,7 @@ def model_config(cfg: Any) -> tuple[Any, int]:
 def preflight(cfg: Any, world_size: int = 1) -> dict[str, Any]:
     """The estimate of the run ``cfg`` describes on ``world_size`` ranks, at the task's full length, before
     anything is loaded."""
-    from bench import train
+    from bench import family, train
 
     precision = train.precision(cfg.deepspeed)
     config, vocab = model_config(cfg)
@@ -220,8 +229,9 @@ def preflight(cfg: Any, world_size: int = 1) -> dict[str, Any]:
     ds_config = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size),
                                        grad_accum=int(cfg.train.grad_accum), grad_clip=float(cfg.train.grad_clip),
                                        prec=precision)
+    length = int(cfg.task.max_length)
     return for_run(config, vocab, cfg, precision=precision, ds_config=ds_config, world_size=world_size,
-                   length=int(cfg.task.max_length))
+                   length=length, label_length=family.of(cfg.model).label_length(length))
 
 
 def main() -> None:

@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from bench import family
 from bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,27 +33,30 @@ def tiny_config(model_cfg: Any, vocab_size: int, special: dict[str, int | None] 
     """
     arch = dict(model_cfg.arch)
     rows = max(vocab_size, int(arch.pop("vocab_size", None) or 0))
-    return AutoConfig.for_model(arch.pop("model_type"), vocab_size=rows, **(special or {}), **arch)
+    return AutoConfig.for_model(arch.pop("model_type"), vocab_size=rows,
+                                **family.config_ids(model_cfg, special or {}), **arch)
 
 
 def build_tiny(model_cfg: Any, vocab_size: int, seed: int, special: dict[str, int | None] | None = None
                ) -> PreTrainedModel:
-    """A randomly initialised model of ``tiny_config``."""
+    """A randomly initialised model of ``tiny_config``, with the language-model head of its family."""
     config = tiny_config(model_cfg, vocab_size, special)
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config, attn_implementation=model_cfg.attn_implementation,
-                                            dtype=dtype_of(model_cfg))
+    return auto_class(model_cfg).from_config(config, attn_implementation=model_cfg.attn_implementation,
+                                             dtype=dtype_of(model_cfg))
 
 
 def auto_class(model_cfg: Any) -> type:
     """The transformers Auto class that loads the YAML's model: ``auto_class`` where the YAML names one.
 
-    Causal LMs by default; ChatGLM-6B's config maps only ``AutoModel`` (and ``AutoModelForSeq2SeqLM``) to its
-    ``ChatGLMForConditionalGeneration``, so its YAML says ``auto_class: AutoModel``.
+    By default its family's (``task_type``): AutoModelForCausalLM or AutoModelForSeq2SeqLM. ChatGLM-6B's config
+    maps only ``AutoModel`` (and ``AutoModelForSeq2SeqLM``) to its ``ChatGLMForConditionalGeneration``, so its
+    YAML says ``auto_class: AutoModel``.
     """
-    name = model_cfg.get("auto_class") or "AutoModelForCausalLM"
+    default = family.of(model_cfg).auto_class
+    name = model_cfg.get("auto_class") or default
     if not name.startswith("Auto") or not hasattr(transformers, name):
-        raise ConfigError(f"model.auto_class={name} is not a transformers Auto class; use AutoModelForCausalLM "
+        raise ConfigError(f"model.auto_class={name} is not a transformers Auto class; use {default} "
                           f"or the class the model's config.json maps in its auto_map (e.g. AutoModel)")
     return getattr(transformers, name)
 

@@ -46,7 +46,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import torch
     import transformers
 
-    from bench import base, curve, data, final, forgetting, measure, memory, modeling, splits, train
+    from bench import base, curve, data, family, final, forgetting, measure, memory, modeling, splits, train
 
     tracker = measure.CpuTracker(cfg.train.cpu_mmap_threshold)   # exact RSS through set-up: baselines below
     phases = {"process_start": _process_start(), "imported": time.time()}
@@ -65,7 +65,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     params = measure.parameter_counts(model)
-    examples = data.encode(train_records, tokenizer, cfg.task)
+    examples = family.of(cfg.model).encode(train_records, tokenizer, cfg.task)
     before = measure.current_memory()
     train.ensure_distributed()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -81,8 +81,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     try:   # the estimate informs; a model it cannot replicate must not cost the run (recorded, warned)
         with torch.random.fork_rng(devices=[]):   # the replica's init must not move the run's random numbers
             estimate = memory.for_run(model_config, vocab, cfg, precision=prec, ds_config=ds_config,
-                                      world_size=world,
-                                      length=min(int(cfg.task.max_length), max(len(e["input_ids"]) for e in examples)))
+                                      world_size=world, **data.longest(examples, int(cfg.task.max_length)))
         log.info("memory estimate: %s", memory.describe(estimate))
     except Exception as err:  # noqa: BLE001
         estimate = {"error": f"{type(err).__name__}: {err}"}

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench import free_port
+from bench import family, free_port
 from bench.data import IGNORE
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,17 @@ def warm_up() -> None:
                train_cfg=type("Warm", (), {"warmup_ratio": 0.0, "schedule": "constant"}))
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy over the answer tokens, and their count: the task's loss for every method.
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the answer tokens, and their count: the task's loss for every method.
 
     Prompt-learning methods put virtual positions before the text, so only the last ``labels.shape[1]``
-    logits are the text's. Rows are upcast to fp32 one at a time (a real vocabulary's logits are large).
+    logits are the text's. ``shift`` (the model family's ``label_shift``): 1 where the logits at a position score
+    the next token (decoder-only), 0 where they score the label at the same position (an encoder–decoder's
+    decoder; its virtual tokens are the encoder's). Rows are upcast to fp32 one at a time (a real vocabulary's
+    logits are large).
     """
-    logits = logits[:, -labels.shape[1]:-1]
-    target = labels[:, 1:]
+    logits = logits[:, logits.shape[1] - labels.shape[1]:logits.shape[1] - shift]
+    target = labels[:, shift:]
     total = torch.zeros((), dtype=torch.float32, device=logits.device)
     for row in range(logits.shape[0]):
         total += torch.nn.functional.cross_entropy(logits[row].float(), target[row], ignore_index=IGNORE,
@@ -197,17 +200,17 @@ def _any_rank(flag: bool, device: Any) -> bool:
 
 
 def _optimizer_step(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, grad_accum: int, hooks: StepHooks,
-                    step: int) -> tuple[torch.Tensor, int]:
+                    step: int, kind: Any) -> tuple[torch.Tensor, int]:
     """One optimizer step over ``grad_accum`` micro-batches: [ce sum, answer tokens, objective sum] and the tokens."""
     sums = torch.zeros(3, dtype=torch.float64, device=engine.device)
     tokens = 0
     for _ in range(grad_accum):
         batch = next(stream)
-        tokens += int(batch["attention_mask"].sum())   # on the host: no device sync
+        tokens += kind.tokens(batch)   # on the host: no device sync
         batch = {k: v.to(engine.device) for k, v in batch.items()}
         out = engine(**batch)
         with torch.no_grad():
-            ce, n = token_cross_entropy(out.logits.detach(), batch["labels"])
+            ce, n = token_cross_entropy(out.logits.detach(), batch["labels"], shift=kind.label_shift)
             sums += torch.stack([ce.double(), n.double(), out.loss.detach().double() * n])
         engine.backward(out.loss)
         boundary = engine.is_gradient_accumulation_boundary()
@@ -234,6 +237,7 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
     """
     engine.train()
     hooks = hooks or StepHooks()
+    kind = family.of_model(engine.module)
     sums: list[torch.Tensor] = []   # per step: [ce sum, answer tokens, objective sum]
     tokens, probing, stopped_by = 0, 0.0, "steps"
     start = time.perf_counter()
@@ -241,7 +245,8 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
     progress = tqdm(total=steps, desc=desc, mininterval=2.0) if rank0 else None
     for step in range(steps):
         with watch(step) if watch else contextlib.nullcontext():
-            step_sums, step_tokens = _optimizer_step(engine, stream, grad_accum=grad_accum, hooks=hooks, step=step)
+            step_sums, step_tokens = _optimizer_step(engine, stream, grad_accum=grad_accum, hooks=hooks, step=step,
+                                                     kind=kind)
         tokens += step_tokens
         sums.append(step_sums)
         if progress is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench import kbit, model_checks
+from bench import family, kbit, model_checks
 from bench.errors import ConfigError, InputError  # noqa: F401  (InputError: callers import both from here)
 
 POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
@@ -44,6 +44,7 @@ def check(cfg: Any) -> list[str]:
         raise ConfigError(f"out_dir={cfg.out_dir} is a file; point out_dir at a directory")
     model_checks.check(cfg)
     kbit.check(cfg)
+    _task_type(cfg)
     _method(cfg)
     _zero_stage(cfg)
     warnings = _data(cfg)
@@ -134,10 +135,30 @@ def _method(cfg: Any) -> None:
     if cfg.train.gradient_checkpointing and not method.supports_gradient_checkpointing:
         raise ConfigError(f"train.gradient_checkpointing=true is not supported by method={method.name}; "
                           "set train.gradient_checkpointing=false")
-    layers = cfg.model.arch.get("num_hidden_layers") if cfg.model.get("arch") else None
+    arch = cfg.model.get("arch") or {}
+    layers = arch.get("num_hidden_layers") or arch.get("num_decoder_layers")   # an encoder–decoder: its decoder's
     n = method.get("layers")
     if n is not None and (not _is_number(n) or int(n) <= 0 or (layers is not None and int(n) > int(layers))):
         raise ConfigError(f"method.layers={n} must be in 1..{layers or 'the model’s layer count'}")
+
+
+def _task_type(cfg: Any) -> None:
+    """The model's task type is a known family, the method runs on it, and the method's peft config says the same."""
+    kind = family.of(cfg.model).task_type
+    method = cfg.method
+    supported = [str(t) for t in method.get("task_types") or []]
+    if kind not in supported:
+        note = method.get("task_types_note")
+        raise ConfigError(
+            f"method={method.name} does not run on model={cfg.model.name}, a {kind} model (model.task_type): the "
+            f"method lists {supported or 'no task type'} in method.task_types{f' ({note})' if note else ''}; choose "
+            f"a method whose task_types list {kind} (README 'Encoder–decoder models' lists them) or a model of "
+            f"task type {' or '.join(supported) or 'another'}")
+    peft_type = _value(cfg, "method.peft_config.task_type")
+    if method.get("peft_config") is not None and peft_type != kind:
+        raise ConfigError(f"method.peft_config.task_type={peft_type} but model={cfg.model.name} is {kind} "
+                          "(model.task_type): PEFT would wrap it as the wrong kind of model; drop the override "
+                          "(the method YAMLs say task_type: ${{model.task_type}})")
 
 
 def _zero_stage(cfg: Any) -> None:
@@ -233,12 +254,21 @@ def skeleton(model_cfg: Any) -> Any:
 
     from bench import modeling
 
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):     # build_tiny seeds: leave the run's RNG be
+    # transformers refuses an architecture its family's Auto class does not map (a T5 as CAUSAL_LM) with a ValueError
+    with input_errors(f"model={model_cfg.name} (model.task_type={model_cfg.task_type}: transformers' "
+                      f"{modeling.auto_class(model_cfg).__name__}) cannot build model.arch"), \
+            torch.random.fork_rng(devices=[]), torch.device("meta"):     # build_tiny seeds: leave the run's RNG be
         return modeling.build_tiny(model_cfg, vocab_size=2**18, seed=0)   # a vocab past any default pad id
 
 
 def check_model(cfg: Any, model: Any) -> None:
-    """The method's target modules exist in ``model`` and the sequence budget fits its positions."""
+    """The model is of the family its YAML's task type says, the method's target modules exist in ``model`` and the
+    sequence budget fits its positions."""
+    declared, actual = family.of(cfg.model), family.of_model(model)
+    if declared is not actual:
+        raise ConfigError(f"model.task_type={declared.task_type} but model={cfg.model.name} loads as a "
+                          f"{actual.task_type} model (config.is_encoder_decoder={actual.encoder_decoder}); set "
+                          f"task_type: {actual.task_type} in its model YAML")
     _target_modules(cfg, model)
     config = getattr(model, "config", None)
     positions = next((getattr(config, k) for k in POSITION_KEYS if isinstance(getattr(config, k, None), int)), None)

@@ -47,7 +47,7 @@ def real_saved_bytes(model: torch.nn.Module, batch: int, length: int) -> int:
                                     peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)],
                          ids=["full", "lora", "prefix"])
 def test_meta_count_matches_a_real_forward(method):
-    counted = memory.saved_activation_bytes(build("meta", method), batch=4, length=96)
+    counted = memory.saved_activation_bytes(build("meta", method), batch=4, length=96, label_length=96)
     real = real_saved_bytes(build("cpu", method), 4, 96)
     assert counted == pytest.approx(real, rel=0.1)
 
@@ -57,7 +57,7 @@ def test_estimate_parts_follow_zero_and_precision():
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     est = memory.estimate(model, precision="fp16", ds_config={"zero_optimization": {"stage": 1}}, world_size=2,
-                          batch=2, length=32, vocab=300, layers=2)
+                          batch=2, length=32, label_length=32, vocab=300, layers=2)
     assert est["weights_bytes"] == 2 * total and est["gradients_bytes"] == 2 * trainable   # bucket ≤ trainable
     assert est["master_weights_bytes"] == 4 * trainable // 2 and est["optimizer_states_bytes"] == 8 * trainable // 2
     assert est["optimizer_step_bytes"] == 8 * trainable // 2          # fp32 gradient partition + one temporary

@@ -15,7 +15,7 @@ from tests.conftest import ROOT, TINY, child_env, compose_cfg
 
 
 def test_ranks_draw_disjoint_batches_that_cover_the_data():
-    examples = [{"input_ids": [1] * (5 + i % 7), "labels": [1] * (5 + i % 7)} for i in range(40)]
+    examples = [{"input_ids": [1] * (5 + i % 7), "labels": [1] * (5 + i % 7), "widths": [5 + i % 7]} for i in range(40)]
     first_pass = 40 // 4   # batches of 4
 
     def seen(rank: int, world: int) -> list[list[int]]:
