@@ -11,7 +11,7 @@ from bench import data, measure
 
 
 def _examples(lengths: list[int]) -> list[dict[str, list[int]]]:
-    return [{"input_ids": [1] * n, "labels": [1] * n} for n in lengths]
+    return [{"input_ids": [1] * n, "labels": [1] * n, "widths": [n]} for n in lengths]
 
 
 def test_peak_steps_hold_the_first_steps_and_the_widest_batch():
