@@ -27,8 +27,8 @@ setup:  ## .venv with everything (CPU torch when no GPU is present)
 run:  ## one run: make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100" [GPUS=8 HOSTFILE=hosts]
 	.venv/bin/deepspeed --num_gpus $(GPUS) $(if $(HOSTFILE),--hostfile $(HOSTFILE)) --no_local_rank --module bench.run model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)
 
-sweep:  ## the method grid (default: all nine methods on the embedded tiny model), then the report; PRESET=tuned: each at its best LR; PRESET=t5: all nine on the encoder–decoder tiny_t5
-	$(PY) -m bench.sweep $(if $(PRESET),sweep=$(PRESET)) $(if $(or $(filter-out file default,$(origin MODEL)),$(if $(PRESET),,x)),models=$(MODEL)) tasks=$(TASK) gpus=$(GPUS) $(if $(HOSTFILE),hostfile=$(HOSTFILE)) $(if $(METHODS),methods=$(METHODS)) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(SWEEP_DIR),sweep_dir=$(SWEEP_DIR)) -- $(ARGS)
+sweep:  ## the method grid (default: all nine methods on the embedded tiny model), then the report; PRESET=tuned: each at its best LR; PRESET=t5: all nine on the encoder–decoder tiny_t5; PRESET=quant|quant_smollm2: lora on 8-bit and 4-bit bases (a preset picks its model and task unless MODEL or TASK is given)
+	$(PY) -m bench.sweep $(if $(PRESET),sweep=$(PRESET)) $(if $(or $(filter-out file default,$(origin MODEL)),$(if $(PRESET),,x)),models=$(MODEL)) $(if $(or $(filter-out file default,$(origin TASK)),$(if $(PRESET),,x)),tasks=$(TASK)) gpus=$(GPUS) $(if $(HOSTFILE),hostfile=$(HOSTFILE)) $(if $(METHODS),methods=$(METHODS)) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(SWEEP_DIR),sweep_dir=$(SWEEP_DIR)) -- $(ARGS)
 
 report:  ## tables and figures of a sweep: make report SWEEP=results/sweeps/default
 	$(PY) -m bench.report $(SWEEP)
