@@ -89,6 +89,10 @@ def _numbers(cfg: Any) -> None:
     if int(_value(cfg, "eval.curve.every") or 0) and int(_value(cfg, "eval.curve.records") or 0) <= 0:
         raise ConfigError(f"eval.curve.records={_value(cfg, 'eval.curve.records')} must be > 0 when eval.curve.every "
                           "is set")
+    length, new = int(_value(cfg, "task.max_length")), int(_value(cfg, "eval.max_new_tokens"))
+    if length <= new:   # the prompt gets max_length − max_new_tokens tokens at generation: none would be left
+        raise ConfigError(f"task.max_length={length} leaves no room for a prompt beside eval.max_new_tokens={new}; "
+                          f"raise task.max_length above {new} or lower task.max_new_tokens")
     for i, group in enumerate(cfg.method.get("param_groups") or []):
         if "match" not in group or not _is_number(group.get("lr")) or float(group.get("lr")) <= 0:
             raise ConfigError(f"method.param_groups[{i}]={dict(group)} needs a 'match' substring and an lr > 0")

@@ -77,6 +77,7 @@ CASES = [
     ("lr_zero", fixed("method.lr=0"), "method.lr=0 must be a number > 0"),
     ("lr_not_a_number", fixed("method.lr=fast"), "method.lr=fast must be a number"),
     ("eval_cap_negative", fixed("eval.max_records=-1"), "eval.max_records=-1 must be null"),
+    ("no_room_for_a_prompt", fixed("task.max_length=64"), "leaves no room for a prompt beside eval.max_new_tokens=64"),
     ("schedule_typo", fixed("train.schedule=cosin"), "train.schedule='cosin' must be one of cosine"),
     ("zero_stage", fixed("deepspeed.zero_stage=4"), "deepspeed.zero_stage=4: only ZeRO stage 1 is built"),
     ("dtype_typo", fixed("model.dtype=float33"), "model.dtype='float33' is not a torch dtype"),
