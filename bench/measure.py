@@ -24,9 +24,18 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, Any]:
         if id(param) in seen:
             continue
         seen.add(id(param))
-        total += param.numel()
-        trainable += param.numel() if param.requires_grad else 0
+        count = logical_numel(param)
+        total += count
+        trainable += count if param.requires_grad else 0
     return {"trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / total}
+
+
+def logical_numel(param: torch.Tensor) -> int:
+    """The weights a parameter holds: a 4-bit bitsandbytes weight packs two in a byte (its ``quant_state`` keeps the
+    shape), so its storage's numel would halve the model and inflate every percentage of it."""
+    state = getattr(param, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else param.numel()
 
 
 def _status_bytes(field: str) -> int | None:
