@@ -46,7 +46,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import torch
     import transformers
 
-    from bench import base, curve, data, family, final, forgetting, measure, memory, modeling, splits, train
+    from bench import base, budget, curve, data, family, final, forgetting, measure, memory, modeling, splits, train
 
     tracker = measure.CpuTracker(cfg.train.cpu_mmap_threshold)   # exact RSS through set-up: baselines below
     phases = {"process_start": _process_start(), "imported": time.time()}
@@ -86,7 +86,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001
         estimate = {"error": f"{type(err).__name__}: {err}"}
         log.warning("no memory estimate for this run: %s", estimate["error"])
-    steps = train.planned_steps(cfg, examples, world)
+    steps = budget.planned_steps(cfg, examples, world)
     engine = train.engine_for(model, groups, ds_config, total_steps=steps, train_cfg=cfg.train)
     stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
                           seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length),
@@ -111,7 +111,7 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     log.info("memory: %.3f GiB measured above the start; estimate: %s", check["measured_bytes"] / 2**30,
              f"{check['total_bytes'] / 2**30:.3f} GiB" if "total_bytes" in check else check["error"])
     phases["train_end"] = time.time()
-    fit["budget"] = train.budget_record(cfg, fit, planned=steps)
+    fit["budget"] = budget.budget_record(cfg, fit, planned=steps)
     if probe is not None:
         fit["curve"] = probe.record()
     ran = final.Trained(engine.module, tokenizer, rank=rank, world=world, generate_fn=generate_fn,
