@@ -202,7 +202,7 @@ def test_chatglm_loads_through_the_auto_class_its_config_maps():
     assert modeling.auto_class(compose_cfg("model=chatglm_6b").model).__name__ == "AutoModel"
     assert modeling.auto_class(compose_cfg("model=llama2_7b").model).__name__ == "AutoModelForCausalLM"
     with pytest.raises(validate.ConfigError, match="auto_class=AutoModelForCausalLLM"):
-        modeling.auto_class(OmegaConf.create({"auto_class": "AutoModelForCausalLLM"}))
+        modeling.auto_class(OmegaConf.create({"auto_class": "AutoModelForCausalLLM", "task_type": "CAUSAL_LM"}))
 
 
 def test_chatglm_shape_and_names_match_the_cached_remote_code():
