@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import data, evaluate, modeling, results, splits, train
+from bench import data, evaluate, measure, modeling, results, splits, train
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,8 +61,10 @@ def bare_inputs(cfg: DictConfig, folder: Path, steps: int) -> tuple[Path, Path |
     if "peft_config" in cfg.method:
         peft_dir = folder / "peft"
         hydra.utils.instantiate(cfg.method.peft_config).save_pretrained(str(peft_dir))
+    wrapped = hydra.utils.get_method(cfg.method.builder)(model, cfg.method, cfg.model)
     ds = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size), grad_accum=1,
-                                grad_clip=float(cfg.train.grad_clip), prec=train.precision(cfg.deepspeed))
+                                grad_clip=float(cfg.train.grad_clip), prec=train.precision(cfg.deepspeed),
+                                trainable=measure.parameter_counts(wrapped)["trainable_params"])   # the run's bucket
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     return Path(info["path"]), peft_dir, ds, tokens
 
