@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,10 +41,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import cluster, results, search
+from bench import cluster, launching, results, search
 from bench.errors import ConfigError
 from bench.grid import (Cell, SweepError, check_grid, common_overrides, grid, is_done, run_overrides, status_of,
                         tuned_key)
+from bench.launching import run_logged
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +68,6 @@ def launcher(cfg: DictConfig) -> list[str]:
     """A cell's command before its overrides: ``cell_cmd``, with ``--hostfile`` when the sweep names one."""
     head, *rest = executable(cfg.cell_cmd)
     return [head, "--hostfile", str(cfg.hostfile), *rest] if cfg.get("hostfile") else [head, *rest]
-
-
-def run_logged(cmd: list[str], log_path: Path) -> int:
-    """Run ``cmd`` with its stdout and stderr in ``log_path`` (the command on the first line)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as fh:
-        fh.write(f"$ {shlex.join(cmd)}\n")
-        fh.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
 
 
 def build_base(cfg: DictConfig, model: str, task: str, *, root: Path) -> str | None:
@@ -128,7 +116,12 @@ def run_cell(cfg: DictConfig, cell: Cell, root: Path, *, base_error: str | None 
         status = "invalid" if base_error.startswith(INVALID_BASE) else "failed"
         record_failure(out, cell, base_error.removeprefix(INVALID_BASE), status=status)
         return status
-    code = run_logged([*launcher(cfg), *run_overrides(cfg, cell, out)], out / "run.log")
+    cmd = [*launcher(cfg), *run_overrides(cfg, cell, out)]
+    if cfg.get("hostfile"):   # ranks on other nodes end with the launcher: nothing overlaps the next cell
+        code = run_logged(cmd, out / "run.log")
+    else:
+        code = launching.run_until_recorded(cmd, out / "run.log", label=cell.label(),
+                                            recorded=lambda: status_of(out / "result.json") not in (None, "running"))
     status = status_of(out / "result.json")
     if status in (None, "running"):
         record_failure(out, cell, f"the cell exited with code {code} without recording a result; "
@@ -166,6 +159,7 @@ def run_cells(cfg: DictConfig, cells: Sequence[Cell], *, todo: set[Cell],
         eta = sum(spent) / len(spent) * left
         log.info("[%d/%d] %s: %s in %s | elapsed %s | %d left, ETA %s", i, len(cells), cell.label(),
                  statuses[cell], hms(spent[-1]), hms(time.perf_counter() - start), left, hms(eta))
+    launching.reap(block=True)
     return statuses
 
 
