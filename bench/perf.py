@@ -85,6 +85,7 @@ def _launch(args: list[str], out_dir: Path) -> dict[str, Any]:
         raise RuntimeError(f"launched cell failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     record = json.loads((out_dir / "result.json").read_text())
     record["wall_s"], record["launched_at"] = time.time() - start, start
+    record["recorded_at"] = (out_dir / "result.json").stat().st_mtime
     return record
 
 
@@ -106,7 +107,8 @@ def step_overhead(case: Any, pcfg: Any) -> dict[str, Any]:
     folder = OUT / "bare" / f"{case.model}-{case.method}"
     model_dir, peft_dir, ds, tokens = bare_inputs(cfg, folder, steps)
     sides = {"tracking_on": [], "tracking_off": [], "bare": []}
-    for rep in range(int(pcfg.repeats)):
+    repeats = int(case.get("repeats") or pcfg.repeats)
+    for rep in range(repeats):
         for side in ("tracking_on", "tracking_off"):
             extra = [] if side == "tracking_on" else ["train.cpu_mmap_threshold=null"]
             record = _launch([*overrides, f"train.steps={steps}", *pcfg.harness_overrides, *extra],
@@ -116,7 +118,7 @@ def step_overhead(case: Any, pcfg: Any) -> dict[str, Any]:
         log.info("%s/%s repeat %d: %s", case.model, case.method, rep,
                  {k: f"{1000 * v[-1]:.1f} ms" for k, v in sides.items()})
     med = {k: statistics.median(v) for k, v in sides.items()}
-    return {"model": case.model, "method": case.method, "steps": steps, "repeats": int(pcfg.repeats),
+    return {"model": case.model, "method": case.method, "steps": steps, "repeats": repeats,
             "tokens_per_step": tokens / steps, **{f"{k}_step_s": v for k, v in med.items()},
             "ratio_tracking_on": med["tracking_on"] / med["bare"], "ratio_tracking_off": med["tracking_off"] / med["bare"],
             "train_tokens_per_s": {k: tokens / steps / v for k, v in med.items()}, "samples": sides}
@@ -162,7 +164,8 @@ def launched_cell(out_dir: Path, method: str, steps: int) -> dict[str, Any]:
              "setup_s": phases["train_start"] - phases["imported"],
              "train_s": phases["train_end"] - phases["train_start"],
              "eval_s": phases["eval_end"] - phases["train_end"],
-             "write_and_exit_s": start + wall - phases["eval_end"]}
+             "write_s": record["recorded_at"] - phases["eval_end"],
+             "launcher_exit_s": start + wall - record["recorded_at"]}   # a sweep overlaps it with the next cell
     return {"method": method, "steps": steps, "wall_s": wall, **split,
             "shares": {k: v / wall for k, v in split.items()}}
 
