@@ -78,6 +78,7 @@ class CpuTracker:
         self.active = bool(self.libc) and bool(self.libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
         self.peak: int | None = None
         self.measured_steps: list[int] = []
+        self.step_peaks: dict[int, int] = {}   # each measured step's RSS high-water mark
 
     def exact(self) -> None:
         """Freed memory back to the OS now, and from now on large tensors mapped on their own."""
@@ -104,6 +105,7 @@ class CpuTracker:
             if hwm is not None:
                 self.peak = max(self.peak or 0, hwm)
                 self.measured_steps.append(step)
+                self.step_peaks[step] = hwm
             self.fast()
 
     def watcher(self, steps: set[int]) -> Callable[[int], contextlib.AbstractContextManager] | None:
