@@ -79,6 +79,11 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _env() -> dict[str, str]:
+    """A child's environment: ours, its output unbuffered so the log is current."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
 def _open_log(cmd: list[str], log_path: Path) -> IO[str]:
     """The log file, its first line the command."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,22 +96,21 @@ def _open_log(cmd: list[str], log_path: Path) -> IO[str]:
 def run_logged(cmd: list[str], log_path: Path) -> int:
     """Run ``cmd`` to its end with its stdout and stderr in ``log_path`` (the command on the first line)."""
     with _open_log(cmd, log_path) as fh:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), check=False).returncode
 
 
-def run_until_recorded(cmd: list[str], log_path: Path, *, recorded: Callable[[], bool], label: str) -> int | None:
-    """Run ``cmd`` (logged) until it exits, returning its code, or until ``recorded()`` says its result is final,
-    returning None and leaving it in ``lingering``. ``recorded`` is asked when ``log_path``'s sibling
-    ``result.json`` changes."""
+def run_until_recorded(cmd: list[str], log_path: Path, *, result: Path, recorded: Callable[[], bool],
+                       label: str) -> int | None:
+    """Run ``cmd`` (logged) until it exits, returning its code, or until ``recorded()`` says its ``result`` file is
+    final, returning None and leaving it in ``lingering``. ``recorded`` is asked when ``result`` changes."""
     fh = _open_log(cmd, log_path)
-    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    result, seen = log_path.parent / "result.json", None
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env())
+    seen = None
     while True:
         try:
             code = proc.wait(timeout=POLL_S)
         except subprocess.TimeoutExpired:
-            code = None
+            pass
         else:
             fh.close()
             return code

@@ -76,9 +76,17 @@ class CpuTracker:
         self.threshold = threshold
         self.libc = None if threshold is None or torch.cuda.is_available() else _libc()
         self.active = bool(self.libc) and bool(self.libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
-        self.peak: int | None = None
-        self.measured_steps: list[int] = []
-        self.step_peaks: dict[int, int] = {}   # each measured step's RSS high-water mark
+        self.step_peaks: dict[int, int] = {}   # each measured step's RSS high-water mark, in the order measured
+
+    @property
+    def peak(self) -> int | None:
+        """The highest of the measured steps' peaks (None before any)."""
+        return max(self.step_peaks.values(), default=None)
+
+    @property
+    def measured_steps(self) -> list[int]:
+        """The steps measured so far."""
+        return list(self.step_peaks)
 
     def exact(self) -> None:
         """Freed memory back to the OS now, and from now on large tensors mapped on their own."""
@@ -103,8 +111,6 @@ class CpuTracker:
         finally:
             hwm = _status_bytes("VmHWM") if reset else None
             if hwm is not None:
-                self.peak = max(self.peak or 0, hwm)
-                self.measured_steps.append(step)
                 self.step_peaks[step] = hwm
             self.fast()
 

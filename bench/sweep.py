@@ -121,7 +121,7 @@ def run_cell(cfg: DictConfig, cell: Cell, root: Path, *, base_error: str | None 
     if cfg.get("hostfile"):   # ranks on other nodes end with the launcher: nothing overlaps the next cell
         code = run_logged(cmd, out / "run.log")
     else:
-        code = launching.run_until_recorded(cmd, out / "run.log", label=cell.label(),
+        code = launching.run_until_recorded(cmd, out / "run.log", result=out / "result.json", label=cell.label(),
                                             recorded=lambda: status_of(out / "result.json") not in (None, "running"))
     status = status_of(out / "result.json")
     if status in (None, "running"):

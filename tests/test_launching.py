@@ -38,7 +38,7 @@ def _launch(tmp_path: Path, *, status: str = "success", linger: float, code: int
     out = tmp_path / "result.json"
     start = time.monotonic()
     got = launching.run_until_recorded([sys.executable, "-c", FAKE, str(out), status, str(linger), str(code)],
-                                       tmp_path / "run.log", recorded=lambda: _final(out), label="cell")
+                                       tmp_path / "run.log", result=out, recorded=lambda: _final(out), label="cell")
     return got, time.monotonic() - start
 
 
@@ -62,7 +62,7 @@ def test_the_cell_ends_at_its_record_and_the_launcher_is_reaped_later(tmp_path):
 def test_a_process_that_exits_before_recording_returns_its_code(tmp_path):
     out = tmp_path / "result.json"
     code = launching.run_until_recorded([sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path / "run.log",
-                                        recorded=lambda: _final(out), label="cell")
+                                        result=out, recorded=lambda: _final(out), label="cell")
     assert code == 3 and not launching.lingering
 
 
