@@ -16,13 +16,19 @@ BASELINE ?= results/baselines/embedded.json
 
 RUN     ?=
 
-.PHONY: help setup run memory base sweep report reproduce perf test test-models test-fast clean baseline compare
+.PHONY: help setup lock check-env gpu-check run memory base sweep report reproduce perf test test-models test-fast clean baseline compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup:  ## .venv with everything (CPU torch when no GPU is present)
 	bash scripts/setup.sh
+
+lock:  ## re-resolve requirements/{cpu,cuda}.lock on purpose (ARGS=--upgrade: newest releases), then rebuild baselines
+	bash scripts/lock.sh $(ARGS)
+
+check-env:  ## do the installed packages equal the lock? (one line; exit 1 naming each difference and the fix)
+	$(PY) -m bench.environment
 
 run:  ## one run: make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100" [GPUS=8 HOSTFILE=hosts]
 	.venv/bin/deepspeed --num_gpus $(GPUS) $(if $(HOSTFILE),--hostfile $(HOSTFILE)) --no_local_rank --module bench.run model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)

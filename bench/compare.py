@@ -25,8 +25,9 @@ reverse) is said above the table: its seed-to-seed noise is unmeasured, and the 
 Refused (exit 2) unless ``--force``: entries whose resolved configs differ in anything but where they
 live (seed, out_dir, cache_dir; the differing keys are named), or that differ in what the config does not
 say but the run computes: the tiny base (``base_info.key``), the world size (``meta_info.world_size``: 8
-ranks see 8x the data per step) or the resolved precision (``train_info.precision``). Differences of
-package versions, device or git SHA are shown, not refused: they are what a regression check is for.
+ranks see 8x the data per step) or the resolved precision (``train_info.precision``). Where the package versions
+alone moved the tiny base's key, the refusal says "the libraries changed, not the config" and names them. Other
+differences of package versions, device or git SHA are shown, not refused: they are what a regression check is for.
 Exit: 0 nothing regressed, 1 something regressed or went missing.
 """
 
@@ -42,7 +43,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench import baseline, metrics, stats
+from bench import baseline, environment, metrics, stats
 from bench.registry import method_order
 from bench.verdicts import FAILING, Row, markdown
 from bench.results import write_json
@@ -202,6 +203,15 @@ def grouped(mismatched: dict[str, list[str]]) -> dict[str, list[str]]:
     return {**({f"every entry ({len(mismatched)})": shared} if shared else {}), **{k: v for k, v in own.items() if v}}
 
 
+def library_changes(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> list[str]:
+    """The recorded package versions that differ between the two sides, as "package old → new"."""
+    old_v, new_v = (baseline.merged(e["fingerprint"].get("versions") for e in side) for side in (base, cur))
+    if isinstance(old_v, dict) and isinstance(new_v, dict):
+        return [f"{pkg} {old_v.get(pkg)} → {new_v.get(pkg)}" for pkg in sorted(set(old_v) | set(new_v))
+                if old_v.get(pkg) != new_v.get(pkg)]
+    return [] if old_v == new_v else ["package versions differ between entries"]
+
+
 def fingerprint_notes(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> list[str]:
     """What changed in the environment between the two (shown, never refused)."""
     notes = []
@@ -209,13 +219,22 @@ def fingerprint_notes(base: list[dict[str, Any]], cur: list[dict[str, Any]]) -> 
         old, new = (baseline.merged(e["fingerprint"].get(key) for e in side) for side in (base, cur))
         if old != new:
             notes.append(f"{key}: {old} → {new}")
-    old_v, new_v = (baseline.merged(e["fingerprint"].get("versions") for e in side) for side in (base, cur))
-    if isinstance(old_v, dict) and isinstance(new_v, dict):
-        notes += [f"{pkg}: {old_v.get(pkg)} → {new_v.get(pkg)}" for pkg in sorted(set(old_v) | set(new_v))
-                  if old_v.get(pkg) != new_v.get(pkg)]
-    elif old_v != new_v:
-        notes.append("package versions differ between entries")
-    return notes
+    libraries = library_changes(base, cur)
+    return notes + ([f"the libraries changed: {', '.join(libraries)}"] if libraries else [])
+
+
+def refusal(mismatched: dict[str, list[str]], libraries: list[str]) -> str:
+    """Why the two sides are not comparable: the libraries alone (the tiny base's key follows the versions that
+    train it) or the config, each with its fix."""
+    config = {label: [d for d in diffs if not d.startswith(f"{COMPUTED['base_key']}:")]
+              for label, diffs in mismatched.items()}
+    if libraries and not any(config.values()):
+        return (f"the libraries changed, not the config: {', '.join(libraries)} (the tiny base is keyed by the "
+                f"versions that train it, so it was rebuilt). Compare on the lock's versions ({environment.FIX}), "
+                "or --force to judge the upgrade itself")
+    lines = [f"  {label}: {'; '.join(diffs)}" for label, diffs in mismatched.items()]
+    also = f"\n  (the libraries changed too: {', '.join(libraries)})" if libraries else ""
+    return "refusing to compare runs of different configs (--force to compare anyway):\n" + "\n".join(lines) + also
 
 
 def on_gpu(device: Any) -> bool:
@@ -261,8 +280,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if mismatched:
         lines = [f"  {label}: {'; '.join(diffs)}" for label, diffs in mismatched.items()]
         if not args.force:
-            log.error("refusing to compare runs of different configs (--force to compare anyway):\n%s",
-                      "\n".join(lines))
+            log.error("%s", refusal(mismatched, library_changes(base, cur)))
             return 2
         log.warning("configs differ; comparing anyway (--force):\n%s", "\n".join(lines))
         notes = [f"**forced**, another config in {label}: {'; '.join(d)}" for label, d in mismatched.items()] + notes

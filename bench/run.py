@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import results, validate
+from bench import environment, results, validate
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,8 @@ def _meta() -> dict[str, Any]:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"versions": results.versions(), "device": "cuda" if gpu else "cpu", "gpu_name": gpu,
+    return {"versions": results.versions(), "lock": environment.record(),
+            "device": "cuda" if gpu else "cpu", "gpu_name": gpu,
             "world_size": int(os.environ.get("WORLD_SIZE", "1")), "torch_threads": torch.get_num_threads(),
             "hostname": os.uname().nodename}
 

@@ -42,7 +42,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import cluster, launching, results, search
+from bench import cluster, environment, launching, results, search
 from bench.errors import ConfigError
 from bench.grid import (Cell, SweepError, check_grid, common_overrides, grid, is_done, run_overrides, status_of,
                         tuned_key)
@@ -195,6 +195,7 @@ def run_sweep(cfg: DictConfig, *, report: bool = True) -> int:
         log.error("%s", err)
         return 2
     cluster.remove_dead_buffers()
+    environment.check()   # a warning line where the installed packages are not the lock's (every run records it too)
     searching = bool(cfg.search.lr_factors)
     todo = {c for c in cells
             if not is_done(c.out_dir(root) / "result.json", hashes[(c.model, c.task, c.method)])}

@@ -29,6 +29,16 @@ def child_env() -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT)}
 
 
+def require_lock() -> None:
+    """A baseline gate's first step: where the installed packages are not the lock's, fail on one line naming each
+    and the fix, in seconds, instead of minutes later on a moved base key or moved numbers."""
+    from bench import environment
+
+    line = environment.describe(environment.drift(), environment.applies())
+    if line:
+        pytest.fail(line, pytrace=False)
+
+
 def compose_cfg(*overrides: str):
     """The real composed config with overrides."""
     with initialize_config_dir(str(CONF), version_base="1.3"):

@@ -20,7 +20,8 @@ F1 = {"full": 0.90, "lora": 0.80, "prefix_tuning": 0.40}
 
 
 def fake_record(out: Path, method: str, seed: int, *, f1: float, steps: int = 120, base_key: str = "b4se",
-                cache_dir: str = ".cache/peftbench", train_time: float = 10.0, device: str = "cpu") -> dict:
+                cache_dir: str = ".cache/peftbench", train_time: float = 10.0, device: str = "cpu",
+                transformers: str = "5.23.0") -> dict:
     """A successful result JSON in bench.run's shape, with a resolved config and a fingerprint."""
     config = {"model": {"name": "tiny_llama", "arch": {"hidden_size": 64}}, "task": {"name": "triples_synth"},
               "method": {"name": method, "lr": 0.005}, "train": {"steps": steps, "schedule": "cosine"},
@@ -36,7 +37,8 @@ def fake_record(out: Path, method: str, seed: int, *, f1: float, steps: int = 12
                       "parse_fail_rate": 0.05, "latency_ms_p50": 3.0},
         "task_info": {"name": "triples_synth", "primary_metric": "f1_micro", "metric_list": TRIPLES},
         "base_info": {"key": base_key, "build_time_s": 90.0, "source_metric": "f1_micro", "source_score": 0.96},
-        "meta_info": {"versions": {"torch": "2.13.0+cpu", "peft": "0.21.2"}, "device": device,
+        "meta_info": {"versions": {"torch": "2.13.0+cpu", "transformers": transformers, "peft": "0.21.2"},
+                      "device": device,
                       "gpu_name": "NVIDIA H100" if device.startswith("cuda") else None},
     }
 
@@ -275,7 +277,29 @@ def test_missing_method_fails_and_environment_changes_are_noted(tmp_path: Path,
         path.write_text(json.dumps(record if "lora" in str(path) else other))
     code, out = run_compare(after, base, capsys)
     assert code == 1 and "| lora | (all) |" in out and "**missing**" in out
-    assert "torch: 2.13.0+cpu → 2.14.0+cpu" in out
+    assert "the libraries changed: torch 2.13.0+cpu → 2.14.0+cpu" in out
+
+
+def test_a_library_upgrade_is_named_as_such_not_as_another_config(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A newer transformers rebuilds the tiny base (its key covers the versions): the refusal names the libraries
+    and the fix, not a bare key change; with the config changed as well, both are said."""
+    base = make_baseline(tmp_path, write_sweep(tmp_path / "before"))
+    upgraded = write_sweep(tmp_path / "upgraded", base_key="0ther", transformers="5.25.0")
+    with caplog.at_level(logging.ERROR):
+        code, out = run_compare(upgraded, base, capsys)
+    assert code == 2 and out == ""
+    assert "the libraries changed, not the config: transformers 5.23.0 → 5.25.0" in caplog.text
+    assert "make setup" in caplog.text and "make lock" in caplog.text and "refusing" not in caplog.text
+    caplog.clear()
+    both = write_sweep(tmp_path / "both", base_key="0ther", transformers="5.25.0", steps=200)
+    with caplog.at_level(logging.ERROR):
+        code, _ = run_compare(both, base, capsys)
+    assert code == 2 and "refusing to compare runs of different configs" in caplog.text
+    assert "train.steps: 120 → 200" in caplog.text and "the libraries changed too: transformers 5.23.0 → 5.25.0" \
+        in caplog.text
+    code, out = run_compare(upgraded, base, capsys, "--force")     # judging the upgrade itself
+    assert code == 0 and "the libraries changed: transformers 5.23.0 → 5.25.0" in out
 
 
 def test_every_judged_metric_has_a_tolerance() -> None:

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 import tasks
 from bench import base, chartok, evaluate, modeling
-from tests.conftest import CONF, ROOT, child_env, compose_cfg
+from tests.conftest import CONF, ROOT, child_env, compose_cfg, require_lock
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml") if not p.stem.startswith("_"))
 MODELS = ["tiny_codellama", "tiny_glm"]
@@ -56,6 +56,7 @@ def test_base_key_covers_the_vocabulary_floor():
 
 
 def test_tiny_llama_base_is_still_the_one_the_committed_baseline_measured():
+    require_lock()
     baseline = json.loads((ROOT / "results/baselines/embedded.json").read_text())
     assert base.tokenizer_and_key(compose_cfg())[1] == baseline["fingerprint"]["base_key"], (
         "tiny_llama's base key moved: the embedded baseline no longer applies (README: updating the baseline)")

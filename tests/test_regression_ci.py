@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, child_env
+from tests.conftest import ROOT, child_env, require_lock
 
 BASELINES = ROOT / "results" / "baselines"
 GATES = [("ci", "embedded"), ("ci_fault_class", "fault_class")]   # (conf/sweep preset, results/baselines name)
@@ -29,6 +29,7 @@ CACHE = os.environ.get("PEFTBENCH_CACHE") or str(ROOT / ".cache" / "peftbench")
 @pytest.mark.slow
 @pytest.mark.parametrize(("preset", "name"), GATES)
 def test_reduced_sweep_matches_the_committed_baseline(tmp_path: Path, preset: str, name: str) -> None:
+    require_lock()
     sweep_dir, env, baseline = tmp_path / preset, {**child_env(), "PEFTBENCH_CACHE": CACHE}, BASELINES / f"{name}.json"
     done = subprocess.run([sys.executable, "-m", "bench.sweep", f"sweep={preset}", f"sweep_dir={sweep_dir}",
                            "report=false"],
