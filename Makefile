@@ -30,6 +30,9 @@ lock:  ## re-resolve requirements/{cpu,cuda}.lock on purpose (ARGS=--upgrade: ne
 check-env:  ## do the installed packages equal the lock? (one line; exit 1 naming each difference and the fix)
 	$(PY) -m bench.environment
 
+gpu-check:  ## on a GPU (<= 8 min): sweep=ci in fp16 and bf16, every run reloaded and regenerated, one line per method
+	$(PY) -m bench.gpucheck $(if $(PRECISIONS),--precisions $(PRECISIONS)) -- $(ARGS)
+
 run:  ## one run: make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100" [GPUS=8 HOSTFILE=hosts]
 	.venv/bin/deepspeed --num_gpus $(GPUS) $(if $(HOSTFILE),--hostfile $(HOSTFILE)) --no_local_rank --module bench.run model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)
 

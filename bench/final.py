@@ -35,6 +35,22 @@ class Trained:
     train_records: int = 0
 
 
+def as_reloaded(model: Any) -> Any:
+    """The trained model as a user's reload of its saved weights gives it, so the run reports what they give.
+
+    DeepSpeed trains every weight in the run's precision (fp16/bf16), and the adapter is saved from those weights;
+    PEFT's ``from_pretrained`` puts them on a base in that precision but casts a tuner's adapter weights (LoRA,
+    AdaLoRA, VB-LoRA, …) to fp32 (``autocast_adapter_dtype``, its default). Scoring the fp16 copies reported what no
+    reload gives (AdaLoRA ``ok: false`` on an H200). This applies the same cast, through the same PEFT call
+    ``PeftModel`` makes on load; it changes nothing in fp32, and a prompt encoder (none of PEFT's tuner layers)
+    already computes what its saved prompt holds. Full and freeze save the trained tensors as they are.
+    """
+    cast = getattr(getattr(model, "base_model", None), "_cast_adapter_dtype", None)
+    if cast is not None:
+        cast(adapter_name=model.active_adapter, autocast_adapter_dtype=True)
+    return model
+
+
 def evaluate_split(cfg: Any, ran: Trained) -> tuple[list[dict[str, str]], dict[str, Any], list[dict[str, Any]], float,
                                                      int]:
     """The evaluated split's records, scores, prediction rows, loss and answers cut (sharded over the ranks)."""
@@ -60,6 +76,7 @@ def interval(task_cfg: Any, rows: list[dict[str, Any]], *, confidence: float = 0
 def finish(cfg: Any, ran: Trained, out: Path) -> dict[str, Any]:
     """Score, save and time the trained model; the result sections it fills ({} on ranks other than 0)."""
     split = str(cfg.eval.split)
+    ran.model = as_reloaded(ran.model)
     records, scores, rows, loss, cut = evaluate_split(cfg, ran)
     if ran.rank != 0:   # rank 0 alone saves, times inference and writes
         return {}

@@ -20,6 +20,15 @@ def dtype_of(model_cfg: Any) -> torch.dtype:
     return getattr(torch, model_cfg.dtype)
 
 
+TRAINED_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}   # DeepSpeed casts the whole model to these
+
+
+def trained_dtype(model_cfg: Any, precision: str) -> torch.dtype:
+    """The dtype the base's weights had in training (a run's ``train_info.precision``): what a user reloads the base
+    in to get what the run reported. fp32 leaves the YAML's dtype."""
+    return TRAINED_DTYPES.get(precision, dtype_of(model_cfg))
+
+
 def special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
     """The pad/bos/eos ids a model config must agree on with its tokenizer."""
     return {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos")}

@@ -3,7 +3,7 @@
 ``python -m bench.reproduce RUN_DIR [--batch-size N …] [--plain]`` (``make reproduce RUN=…``) loads the
 run's base exactly as the run did, puts the saved weights on it the way a user would (the method YAML's
 ``loader``: plain ``PeftModel.from_pretrained`` for PEFT adapters, the trained tensors into the base for
-full/freeze), regenerates the eval records, and compares with ``predictions.jsonl`` and ``eval_info``.
+full/freeze), with the base in the precision the run trained in (fp16/bf16 under DeepSpeed), regenerates the eval records, and compares with ``predictions.jsonl`` and ``eval_info``.
 ``--plain`` also decodes one record at a time with ``model.generate`` and no method hook, as a user of
 PEFT alone would. Exit status 0 when every prediction and quality figure is identical, 1 otherwise.
 """
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ def reload(cfg: Any, record: dict[str, Any], run_dir: Path) -> tuple[Any, Any]:
         from bench import base as bases
 
         base_info = bases.ensure(cfg)
+    precision = str((record.get("train_info") or {}).get("precision") or "fp32")
+    with open_dict(cfg):   # the base in the run's training precision (fp16/bf16 under DeepSpeed), as a user loads it
+        cfg.model.dtype = str(modeling.trained_dtype(cfg.model, precision)).removeprefix("torch.")
     tokenizer, base, _ = modeling.load(cfg, base_info if base_info.get("path") and base_info.get("key") else None)
     model = hydra.utils.get_method(cfg.method.loader)(base, run_dir, cfg.method)
     return tokenizer, model.eval()

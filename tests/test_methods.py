@@ -78,6 +78,18 @@ def test_method_trains_and_records_everything(tiny_cfg, method):
     assert 0 < train["mem_estimate_bytes"] and train["mem_estimate"]["activations_bytes"] > 0
 
 
+@pytest.mark.parametrize("method", ["prompt_tuning", "adalora", "lora"])
+def test_a_bf16_run_reports_what_its_saved_weights_give_in_bf16(tiny_cfg, method):
+    """Reported = reloaded in the run's own precision: DeepSpeed trains in bf16 (fp16 has no CPU kernel here), the
+    reload puts the base in bf16 and the adapter through plain ``from_pretrained`` (tests/test_precision.py)."""
+    result = run(tiny_cfg(f"method={method}", "deepspeed=bf16"))
+    assert result["train_info"]["precision"] == "bf16"
+    report = reproduce(Path(result["run_info"]["config"]["out_dir"]), 1, 8)
+    assert report["rescored_equal"]
+    for setup, outcome in report["setups"].items():
+        assert outcome["identical"] == 8 and outcome["metrics_equal"], f"{method} bf16 {setup}: {outcome}"
+
+
 def test_adalora_meets_its_budget_with_pruned_values_exactly_zero(tiny_cfg):
     summary = run(tiny_cfg("method=adalora", "train.steps=20"))["train_info"]["method_summary"]
     ranks = summary["rank_allocation"]
