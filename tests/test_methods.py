@@ -78,7 +78,7 @@ def test_method_trains_and_records_everything(tiny_cfg, method):
     assert 0 < train["mem_estimate_bytes"] and train["mem_estimate"]["activations_bytes"] > 0
 
 
-@pytest.mark.parametrize("method", ["prompt_tuning", "adalora", "lora"])
+@pytest.mark.parametrize("method", ["prompt_tuning", "adalora"])   # the two an H200 caught in fp16
 def test_a_bf16_run_reports_what_its_saved_weights_give_in_bf16(tiny_cfg, method):
     """Reported = reloaded in the run's own precision: DeepSpeed trains in bf16 (fp16 has no CPU kernel here), the
     reload puts the base in bf16 and the adapter through plain ``from_pretrained`` (tests/test_precision.py)."""
