@@ -216,7 +216,7 @@ def test_chatglm_shape_and_names_match_the_cached_remote_code():
             net = modeling.auto_class(cfg).from_config(config, trust_remote_code=True)
     except Exception as err:  # noqa: BLE001  (old remote code fails in many ways under a newer transformers)
         pytest.skip(f"THUDM/chatglm-6b's remote code does not build here ({type(err).__name__}: {err}); "
-                    "it needs transformers 4.3x (README)")
+                    "it needs transformers 4.3x (docs/models.md)")
     assert native.layer_count(net, cfg) == PUBLISHED["chatglm_6b"]["num_hidden_layers"]
     assert f"{cfg.layer_prefix}.0.attention.query_key_value.weight" in dict(net.named_parameters())
 

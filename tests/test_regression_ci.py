@@ -3,7 +3,7 @@ conf/sweep/ci.yaml (triple extraction) → embedded.json, conf/sweep/ci_fault_cl
 fault_class.json.
 
 On CPU a seed pins every quality figure and loss, so a change that moves one fails here unless
-results/baselines/embedded.json is rebuilt in the same change (README "Tracking regressions").
+results/baselines/embedded.json is rebuilt in the same change (docs/regressions.md).
 It runs under plain ``pytest`` (minutes: nine launched runs, plus one base build on a clean clone);
 ``-m "not slow"`` deselects it.
 """
@@ -39,4 +39,4 @@ def test_reduced_sweep_matches_the_committed_baseline(tmp_path: Path, preset: st
                               "--baseline", str(baseline), "--changed"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert verdict.returncode == 0, (f"the reduced sweep no longer matches {baseline.name}; if the change is "
-                                     f"meant, rebuild the baseline (README):\n{verdict.stdout}{verdict.stderr}")
+                                     f"meant, rebuild the baseline (docs/regressions.md):\n{verdict.stdout}{verdict.stderr}")

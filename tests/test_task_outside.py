@@ -1,6 +1,6 @@
 """A task written outside tasks/ and conf/ — a module and a YAML in a temporary folder, with a metric of its own name
 and direction — runs through a real two-method sweep; the table, LaTeX, CSV, primary-metric figure and the compare
-verdict all show that metric, judged by its declared direction, with no edit to bench/ (README "Adding a task")."""
+verdict all show that metric, judged by its declared direction, with no edit to bench/ (docs/tasks.md "Adding a task")."""
 
 from __future__ import annotations
 
