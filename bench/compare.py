@@ -8,8 +8,8 @@ The rule (settings in conf/compare.yaml): a metric is unchanged while |delta| �
     floor = max(abs, rel · |baseline mean|)      per metric: a task's declared ``tolerance``, or conf/compare.yaml
 
 and beyond it "improved" or "regressed" by the metric's declared direction (the task's ``metric_list``, carried by
-every result JSON and baseline entry, for its metrics; bench/metrics.py for the harness's) — but only where the
-seeds can say so. Every row whose seeds measured a spread gets a two-sided p-value (bench.stats.welch_p): Welch's
+every result JSON and baseline entry, for its metrics; bench/core/metrics.py for the harness's) — but only where the
+seeds can say so. Every row whose seeds measured a spread gets a two-sided p-value (bench.core.stats.welch_p): Welch's
 t-test from mean, std and n when both sides have n ≥ 2; one seed against several uses the spread the other side
 measured for both, t = delta / (s_other · sqrt(1/n_b + 1/n_c)) with n_other − 1 df (tag "noise of the n=3
 side"). Those p-values are corrected over the whole table (``correction``: holm, the default, keeps the
@@ -43,14 +43,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench import baseline, environment, metrics, stats
-from bench.registry import method_order
-from bench.verdicts import FAILING, Row, markdown
-from bench.results import write_json
+from bench.analysis import baseline
+from bench.analysis.verdicts import FAILING, Row, markdown
+from bench.core import environment, metrics, stats
+from bench.core.labels import method_order
+from bench.core.paths import CONF_DIR
+from bench.core.results import write_json
 
 log = logging.getLogger(__name__)
 
-RULES = Path(__file__).resolve().parent.parent / "conf" / "compare.yaml"
+RULES = CONF_DIR / "compare.yaml"
 BASELINES = Path("results/baselines")
 NOTED = ("git_sha", "git_dirty", "device", "gpu_name")
 # Fingerprint keys that change what a run computes (refused like a config difference), by where a run records them.

@@ -2,10 +2,10 @@
 
 ``python -m bench.gpucheck [--precisions fp16,bf16] [--out results/gpu-check] [-- run overrides…]`` (``make
 gpu-check``) runs ``sweep=ci`` once per precision (concurrently: the cells are small beside a GPU, and the check
-must fit ~8 minutes of a lent one), then ``bench.reproduce``'s check on every run: the base in the run's precision,
+must fit ~8 minutes of a lent one), then ``bench.pipeline.reload``'s check on every run: the base in the run's precision,
 the adapter through plain ``from_pretrained``, decoding at batch 1, at the eval batch and one record at a time with
 plain ``generate``. One line per (precision, method); exit 1 when any run failed or differs from its own report.
-First the environment is checked against the lock (``bench.environment``): a GPU image's own torch and transformers
+First the environment is checked against the lock (``bench.core.environment``): a GPU image's own torch and transformers
 are named as drift in the output rather than silently measured. On CPU, ``--precisions bf16`` dry-runs it.
 """
 
@@ -18,9 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from bench import environment
+from bench.core import environment
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +35,14 @@ def sweep(precision: str, out: Path, extra: list[str]) -> subprocess.Popen:
 
 def line(precision: str, run_dir: Path) -> tuple[bool, str]:
     """Whether a run reproduces, and its table row: method, status, primary metric, identical predictions."""
-    from bench import reproduce
+    from bench.pipeline import reload
 
     record = json.loads((run_dir / "result.json").read_text())
     method, status = run_dir.parent.name, record["run_info"]["status"]
     if status != "success":
         return False, f"| {precision} | {method} | {status} | | | {record['run_info'].get('error', '')[:80]} |"
     metric = record["task_info"]["primary_metric"]
-    report = reproduce.check(run_dir, batch_sizes=[1, int(record["run_info"]["config"]["eval"]["batch_size"])],
+    report = reload.check(run_dir, batch_sizes=[1, int(record["run_info"]["config"]["eval"]["batch_size"])],
                              plain=True)
     same = ", ".join(f"{name} {s['identical']}/{report['records']}" for name, s in report["setups"].items())
     return report["ok"], (f"| {precision} | {method} | {record['train_info']['precision']} | "

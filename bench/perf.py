@@ -28,10 +28,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import data, evaluate, measure, modeling, results, splits, train
+from bench.core import results
+from bench.core.paths import ROOT
+from bench.models import dtypes, loading
+from bench.pipeline import costs, engine_setup, evaluate
+from bench.taskdata import encoding, splits
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "perf"
 
 
@@ -42,18 +45,18 @@ def _compose(*overrides: str) -> DictConfig:
 
 def _loaded(cfg: DictConfig) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenizer, model and where it came from (a tiny model's cached base is built when missing)."""
-    from bench import base
+    from bench.pipeline import tinybase
 
-    return modeling.load(cfg, base.ensure(cfg) if cfg.model.source == "tiny" else None)
+    return loading.load(cfg, tinybase.ensure(cfg) if cfg.model.source == "tiny" else None)
 
 
 def bare_inputs(cfg: DictConfig, folder: Path, steps: int) -> tuple[Path, Path | None, dict[str, Any], int]:
     """The batches the harness's cell trains on first (same seed, grouping, size), saved for the bare loop with
     the method's PEFT config (None: full fine-tuning) and the run's DeepSpeed config; and their tokens."""
     tokenizer, model, info = _loaded(cfg)
-    examples = data.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
-    stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
-                          seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length))
+    examples = encoding.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
+    stream = encoding.batches(examples, encoding.BatchPlan.of(cfg.train, seed=int(cfg.seed)),
+                              pad_id=tokenizer.pad_token_id)
     batches = [next(stream) for _ in range(steps)]
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(batches, folder / "batches.pt")
@@ -62,9 +65,9 @@ def bare_inputs(cfg: DictConfig, folder: Path, steps: int) -> tuple[Path, Path |
         peft_dir = folder / "peft"
         hydra.utils.instantiate(cfg.method.peft_config).save_pretrained(str(peft_dir))
     wrapped = hydra.utils.get_method(cfg.method.builder)(model, cfg.method, cfg.model)
-    ds = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size), grad_accum=1,
-                                grad_clip=float(cfg.train.grad_clip), prec=train.precision(cfg.deepspeed),
-                                trainable=measure.parameter_counts(wrapped)["trainable_params"])   # the run's bucket
+    ds = engine_setup.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size), grad_accum=1,
+                                grad_clip=float(cfg.train.grad_clip), prec=dtypes.resolve(cfg.deepspeed),
+                                trainable=costs.parameter_counts(wrapped)["trainable_params"])   # the run's bucket
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     return Path(info["path"]), peft_dir, ds, tokens
 
@@ -130,7 +133,7 @@ def eval_speed(gen: Any) -> dict[str, Any]:
     cfg = _compose(f"model={gen.model}", *gen.overrides)
     tokenizer, model, _ = _loaded(cfg)
     records = splits.load(cfg.task, "test")[: int(gen.records)]
-    prompts = [data.prompt_text(r, cfg.task, tokenizer) for r in records]
+    prompts = [encoding.prompt_text(r, cfg.task, tokenizer) for r in records]
     limit = int(cfg.task.max_length) - int(cfg.eval.max_new_tokens)
     timings, answers, tokens = {}, {}, {}
     for name, size in (("batched", int(cfg.eval.batch_size)), ("per_record", 1)):
@@ -149,10 +152,10 @@ def eval_speed(gen: Any) -> dict[str, Any]:
 def padding(cfg: DictConfig) -> dict[str, Any]:
     """Pad share of one pass of training batches, grouped and not, on the default task."""
     tokenizer, _, _ = _loaded(cfg)
-    examples = data.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
+    examples = encoding.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
     size = int(cfg.train.micro_batch_size)
-    return {str(cfg.task.name): {"grouped": data.pad_share(examples, size, seed=0, group_by_length=True),
-                                 "ungrouped": data.pad_share(examples, size, seed=0, group_by_length=False)}}
+    return {str(cfg.task.name): {"grouped": encoding.pad_share(examples, encoding.BatchPlan(size, group_by_length=True)),
+                                 "ungrouped": encoding.pad_share(examples, encoding.BatchPlan(size))}}
 
 
 def launched_cell(out_dir: Path, method: str, steps: int) -> dict[str, Any]:

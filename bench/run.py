@@ -23,110 +23,69 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import environment, results, validate
+from bench.core import environment, results
+from bench.pipeline import engine_setup, validate
 
 log = logging.getLogger(__name__)
 
 
-def _method_fn(dotted: str | None) -> Any:
-    """The function a method YAML names by dotted path (None where it names none)."""
-    return hydra.utils.get_method(dotted) if dotted else None
-
-
-def _call(dotted: str | None, *args: Any) -> Any:
-    """Call the function a YAML names by dotted path; None names nothing."""
-    fn = _method_fn(dotted)
-    return fn(*args) if fn else None
-
-
 def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """The work of a run, after validation; returns the result sections. The evaluated split (``eval.split``:
-    test, or validation for a search's candidates) is read only after training, and a run on validation never
-    reads the test split at all."""
-    import torch
-    import transformers
+    """The work of a run, after validation, as its phases: set up → train → final evaluation → the result's sections.
+    The evaluated split (``eval.split``: test, or validation for a search's candidates) is read only after
+    training, and a run on validation never reads the test split at all."""
+    from bench.pipeline import costs, final, prepare
 
-    from bench import base, budget, curve, data, family, final, forgetting, measure, memory, modeling, splits, train
-
-    tracker = measure.CpuTracker(cfg.train.cpu_mmap_threshold)   # exact RSS through set-up: baselines below
+    memory = costs.MemoryBook(cfg.train.cpu_mmap_threshold)
     phases = {"process_start": _process_start(), "imported": time.time()}
-    train_records = splits.load(cfg.task, "train")
-    hydra.utils.get_method(cfg.method.builder)  # imports the method's module (peft): code is not the model's memory
-    tiny_base = base.ensure(cfg) if cfg.model.source == "tiny" else None   # a base built now: before the baseline
-    mem_baseline = measure.current_memory()   # before the model exists: the estimate covers what comes after
-    tokenizer, model, base_info = modeling.load(cfg, tiny_base)
-    validate.check_model(cfg, model)
-    ability = forgetting.before(model, tokenizer, cfg, base_info) if cfg.eval.split == "test" else {}   # untouched
-    model_config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
-    tokenizer.save_pretrained(out / "tokenizer")
-    transformers.set_seed(int(cfg.seed))  # after the base, which may have been built (and drawn numbers) just now
-    with validate.input_errors(f"method={cfg.method.name} refused model={cfg.model.name}"):
-        model = _call(cfg.method.builder, model, cfg.method, cfg.model)
-    if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    params = measure.parameter_counts(model)
-    examples = family.of(cfg.model).encode(train_records, tokenizer, cfg.task)
-    before = measure.current_memory()
-    train.ensure_distributed()
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if tracker.active:
-        train.warm_up()
-    mem_baseline += measure.current_memory() - before   # DeepSpeed's code and process group, not the run's tensors
-    prec = train.precision(cfg.deepspeed)
-    ds_config = train.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size),
-                                       grad_accum=int(cfg.train.grad_accum), grad_clip=float(cfg.train.grad_clip),
-                                       prec=prec, trainable=params["trainable_params"])
-    groups = train.param_groups(model, lr=float(cfg.method.lr), overrides=list(cfg.method.param_groups or []),
-                                weight_decay=float(cfg.train.weight_decay))
-    try:   # the estimate informs; a model it cannot replicate must not cost the run (recorded, warned)
-        with torch.random.fork_rng(devices=[]):   # the replica's init must not move the run's random numbers
-            estimate = memory.for_run(model_config, vocab, cfg, precision=prec, ds_config=ds_config,
-                                      world_size=world, **data.longest(examples, int(cfg.task.max_length)))
-        log.info("memory estimate: %s", memory.describe(estimate))
-    except Exception as err:  # noqa: BLE001
-        estimate = {"error": f"{type(err).__name__}: {err}"}
-        log.warning("no memory estimate for this run: %s", estimate["error"])
-    steps = budget.planned_steps(cfg, examples, world)
-    engine = train.engine_for(model, groups, ds_config, total_steps=steps, train_cfg=cfg.train)
-    stream = data.batches(examples, int(cfg.train.micro_batch_size), pad_id=tokenizer.pad_token_id,
-                          seed=int(cfg.seed), group_by_length=bool(cfg.train.group_by_length),
-                          rank=rank, world=world)
-    generate_fn = _method_fn(cfg.method.hooks.generate)
-    probe = curve.for_run(engine, tokenizer, cfg, rank=rank, world=world, generate_fn=generate_fn)
-    at_start = measure.current_memory()
-    was_reset = measure.reset_peak()
-    watch = tracker.watcher(data.peak_steps(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
-                                            group_by_length=bool(cfg.train.group_by_length), rank=rank, world=world,
-                                            grad_accum=int(cfg.train.grad_accum), steps=steps))
+    ready = prepare.prepare(cfg, out, memory)
     phases["train_start"] = time.time()
-    hooks = train.StepHooks(pre=_method_fn(cfg.method.hooks.pre_step), post=_method_fn(cfg.method.hooks.post_step))
-    fit = train.fit(engine, stream, steps=steps, grad_accum=int(cfg.train.grad_accum),
-                    log_every=int(cfg.train.log_every), hooks=hooks, desc=f"train {cfg.method.name}",
-                    seconds=cfg.train.budget.seconds, every=int(cfg.eval.curve.every), probe=probe,
-                    watch=watch)
-    peak = {**measure.peak_memory(was_reset=was_reset, tracker=tracker), "cpu_rss_tracks_tensors": tracker.active}
-    check = measure.estimate_check(estimate, peak["peak_mem_bytes"], mem_baseline, at_start)
-    peak.update(mem_estimate=check, mem_estimate_bytes=check.get("total_bytes"),
-                mem_measured_bytes=check["measured_bytes"])
-    log.info("memory: %.3f GiB measured above the start; estimate: %s", check["measured_bytes"] / 2**30,
-             f"{check['total_bytes'] / 2**30:.3f} GiB" if "total_bytes" in check else check["error"])
+    fit = train_phase(ready, memory, train_cfg=cfg.train, eval_cfg=cfg.eval, name=str(cfg.method.name))
     phases["train_end"] = time.time()
-    fit["budget"] = budget.budget_record(cfg, fit, planned=steps)
-    if probe is not None:
-        fit["curve"] = probe.record()
-    ran = final.Trained(engine.module, tokenizer, rank=rank, world=world, generate_fn=generate_fn,
-                        saver=_method_fn(cfg.method.saver), summary_fn=_method_fn(cfg.method.hooks.summary),
-                        hooks_state=hooks.state, ability=ability, base_info=base_info,
-                        train_records=len(train_records))   # ZeRO-1: every rank holds every weight
-    sections = final.finish(cfg, ran, out)
-    if rank != 0:   # rank 0 alone saves, times inference and writes
+    sections = final.finish(cfg, handoff(ready, cfg.method), out)
+    if ready.plan.rank != 0:   # rank 0 alone saves, times inference and writes
         return {"phases": phases}
     phases["eval_end"] = time.time()
-    train_info = {**fit, **sections.pop("train_info"), **peak, **params, "precision": prec,
-                  "answers_cut": data.answers_cut(examples),
-                  "pad_share": data.pad_share(examples, int(cfg.train.micro_batch_size), seed=int(cfg.seed),
-                                              group_by_length=bool(cfg.train.group_by_length))}
-    return {"train_info": train_info, **sections, "base_info": base_info, "phases": phases}
+    return {**result_sections(ready, fit, sections), "phases": phases}
+
+
+def train_phase(ready: Any, memory: Any, *, train_cfg: Any, eval_cfg: Any, name: str) -> dict[str, Any]:
+    """Train to the budget; the fit's record with its memory, budget and learning curve."""
+    from bench.pipeline import budget, train
+    from bench.taskdata import encoding
+
+    watch = memory.arm(encoding.peak_steps(ready.examples, ready.plan, steps=ready.steps))
+    fit = train.fit(ready.engine, ready.stream, steps=ready.steps, grad_accum=ready.plan.grad_accum,
+                    log_every=int(train_cfg.log_every), hooks=ready.hooks, desc=f"train {name}",
+                    seconds=train_cfg.budget.seconds, every=int(eval_cfg.curve.every), probe=ready.probe,
+                    watch=watch)
+    used = memory.record(ready.estimate)
+    check = used["mem_estimate"]
+    log.info("memory: %.3f GiB measured above the start; estimate: %s", check["measured_bytes"] / 2**30,
+             f"{check['total_bytes'] / 2**30:.3f} GiB" if "total_bytes" in check else check["error"])
+    fit["budget"] = budget.budget_record(train_cfg, fit, planned=ready.steps)
+    if ready.probe is not None:
+        fit["curve"] = ready.probe.record()
+    return {**fit, **used}
+
+
+def handoff(ready: Any, method_cfg: Any) -> Any:
+    """What the final evaluation gets: the trained model (ZeRO-1: every rank holds every weight) and its helpers."""
+    from bench.pipeline import final, prepare
+
+    return final.Trained(ready.engine.module, ready.tokenizer, rank=ready.plan.rank, world=ready.plan.world,
+                         generate_fn=ready.generate_fn, saver=prepare.method_fn(method_cfg.saver),
+                         summary_fn=prepare.method_fn(method_cfg.hooks.summary), hooks_state=ready.hooks.state,
+                         ability=ready.ability, base_info=ready.base_info, train_records=ready.train_records)
+
+
+def result_sections(ready: Any, fit: dict[str, Any], sections: dict[str, Any]) -> dict[str, Any]:
+    """The result JSON's sections from the phases' records."""
+    from bench.taskdata import encoding
+
+    train_info = {**fit, **sections.pop("train_info"), **ready.params, "precision": ready.precision,
+                  "answers_cut": encoding.answers_cut(ready.examples),
+                  "pad_share": encoding.pad_share(ready.examples, ready.plan)}
+    return {"train_info": train_info, **sections, "base_info": ready.base_info}
 
 
 def execute(cfg: DictConfig) -> int:
@@ -182,13 +141,13 @@ def _validated(cfg: DictConfig, run_info: dict[str, Any]) -> DictConfig:
     run_info["warnings"] = validate.check(cfg)
     for warning in run_info["warnings"]:
         log.warning("%s", warning)
-    from_file = validate.deepspeed_json(cfg.deepspeed)
+    from_file = engine_setup.deepspeed_json(cfg.deepspeed)
     if not from_file:
         return cfg
     run_info["deepspeed_json"] = from_file
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        cfg.deepspeed.extra = validate.deepspeed_extra(cfg.deepspeed)
+        cfg.deepspeed.extra = engine_setup.deepspeed_extra(cfg.deepspeed)
     return cfg
 
 

@@ -26,7 +26,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import results
+from bench.core import results
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def phase(cfg: DictConfig, cells: list[Any], root: Path, *, hashes: dict[tuple[s
     returns, per "model|task|method" whose search found nothing, why. ``launch(cmd, log_path)`` runs a search
     process (the sweep's ``search_cmd`` before ``cmd``); ``blocked`` holds the (model, task) pairs whose base
     did not build."""
-    from bench.grid import Cell, compose_cell, run_overrides, tuned_key, world_size
+    from bench.sweeping.grid import Cell, compose_cell, run_overrides, tuned_key, world_size
 
     errors, tuned, extra = {}, {}, [str(o) for o in cfg.search.overrides or []]
     for model, task, method in dict.fromkeys((c.model, c.task, c.method) for c in cells):

@@ -1,6 +1,6 @@
 """The sweep driver: methods × models × tasks × seeds, one ``deepspeed`` process per cell, then the report.
 
-The grid, its overrides and the resume rules are in ``bench.grid``; this module runs them.
+The grid, its overrides and the resume rules are in ``bench.sweeping.grid``; this module runs them.
 
     python -m bench.sweep                                  # every method, tiny_llama × triples_synth, seed 0
     python -m bench.sweep sweep=smoke                      # preset (conf/sweep/): lora + full, 5 steps
@@ -14,7 +14,7 @@ Keys before ``--`` configure the sweep (conf/sweep.yaml); words after it land in
 
 Design: a cell must be its own process anyway (fresh memory figures, a crash touches one cell), so the
 driver is a plain loop over its grid: one progress line per cell with an ETA, one report at the end. A cell is
-over when its worker's record is final; the launcher's own exit overlaps the next cell's start (``bench.launching``).
+over when its worker's record is final; the launcher's own exit overlaps the next cell's start (``bench.sweeping.launching``).
 Hydra multirun still cuts grids: each axis also takes one value, so ``-m methods=lora,full`` makes a job
 per slice for any Hydra launcher (submitit → SLURM), and the ``MultirunReport`` callback reports after.
 Resume reads the JSONs only: a success recorded with the config hash this sweep would give the cell is
@@ -42,11 +42,22 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import bench  # noqa: F401  (registers config resolvers)
-from bench import cluster, environment, launching, results, search
-from bench.errors import ConfigError
-from bench.grid import (Cell, SweepError, check_grid, common_overrides, grid, is_done, run_overrides, status_of,
-                        tuned_key)
-from bench.launching import run_logged
+from bench import search
+from bench.core import environment, results
+from bench.core.errors import ConfigError
+from bench.sweeping import cluster, launching
+from bench.sweeping.grid import (
+    Cell,
+    SweepError,
+    check_grid,
+    common_overrides,
+    grid,
+    is_done,
+    run_overrides,
+    status_of,
+    tuned_key,
+)
+from bench.sweeping.launching import run_logged
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +177,10 @@ def run_cells(cfg: DictConfig, cells: Sequence[Cell], *, todo: set[Cell],
 
 def write_report(root: Path) -> dict[str, Any]:
     """Significance against the best method (it imports task code to rescore), then the tables and figures."""
-    from bench import report, significance
+    from bench.analysis import significance, tables
 
     significance.write(root)
-    written = report.write_report(root)
+    written = tables.write_report(root)
     log.info("tables: %s (also .csv, .tex; runs.csv)", written["table.md"])
     log.info("figures: %s (%d PNG + PDF)", root / "report" / "figures", len(written["figures"]))
     return written

@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
-from bench.validate import ConfigError
+from bench.pipeline.validate import ConfigError
 
 
 def full(model: PreTrainedModel, method_cfg: Any, model_cfg: Any) -> PreTrainedModel:

@@ -8,7 +8,6 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-
 # Files that hold tensors. save_pretrained also writes adapter_config.json and a ~5 KiB model card, both
 # holding absolute paths: counting them made a prompt-tuning adapter half boilerplate, and its size
 # depended on where the run wrote (a CI clone's longer paths read as a regression).

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench import family
+from bench.taskdata import family
 
 
 def generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:

@@ -12,7 +12,7 @@ The module is plain functions; bench/ calls only these and never names a task or
   together; one record's additive counts, and ``score``'s metrics from their sums over records. Bootstrap intervals
   and the sweep's paired test then resample counts instead of re-scoring every resample (100× faster).
 
-Records are dicts of strings with an ``output`` (the reference answer); bench/splits.py reads them from files
+Records are dicts of strings with an ``output`` (the reference answer); bench/taskdata/splits.py reads them from files
 (fields renamed by ``task.data.fields``) or the task's generator, and makes the train, validation and test splits.
 """
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bench.errors import ConfigError, DataError
+from bench.core.errors import ConfigError, DataError
 from tasks import synth
 
 Record = dict[str, str]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from bench.errors import ConfigError, DataError
+from bench.core.errors import ConfigError, DataError
 from tasks import synth
 
 Record = dict[str, str]
@@ -39,7 +39,7 @@ def render(triples: Iterable[Triple], task_cfg: Any) -> str:
 
 
 def generate(task_cfg: Any, *, n: int, seed: int) -> list[Record]:
-    """Synthetic records (bench/splits.py asks for each split with its own seed), answers in the task's format."""
+    """Synthetic records (bench/taskdata/splits.py asks for each split with its own seed), answers in the task's format."""
     gen = task_cfg.generator
     records = synth.generate(n, seed, gen.schema, language=gen.get("language", "zh"))
     if _form(task_cfg) == ("lines", "_"):
@@ -138,7 +138,7 @@ def score(predictions: list[str], references: list[str], task_cfg: Any = None) -
 
 def record_stats(prediction: str, reference: str, task_cfg: Any = None) -> dict[str, float]:
     """One record's additive counts: ``from_stats`` of their sum over records is ``score`` of those records, so a
-    bootstrap resamples counts instead of re-parsing answers (bench/taskcfg.py ``scorer``)."""
+    bootstrap resamples counts instead of re-parsing answers (bench/taskdata/taskcfg.py ``scorer``)."""
     return parsed_stats(parse(prediction, task_cfg), parse(reference, task_cfg))
 
 

@@ -32,7 +32,7 @@ def child_env() -> dict[str, str]:
 def require_lock() -> None:
     """A baseline gate's first step: where the installed packages are not the lock's, fail on one line naming each
     and the fix, in seconds, instead of minutes later on a moved base key or moved numbers."""
-    from bench import environment
+    from bench.core import environment
 
     line = environment.describe(environment.drift(), environment.applies())
     if line:

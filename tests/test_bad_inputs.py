@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import validate
+from bench.pipeline import validate
 from bench.run import execute
 from tests.conftest import ROOT, child_env, compose_cfg
 
@@ -129,7 +129,7 @@ CASES = [
      "primary_metric=accuracy is not in its metric_list"),
     ("metric_without_direction", fixed("task.metric_list=[{metric:f1_micro}]"), "needs `metric` (a name) and "
      "`higher_is_better`"),
-    ("task_module_incomplete", fixed("task.module=bench.errors"), "task.module=bench.errors has no ['prompt', "
+    ("task_module_incomplete", fixed("task.module=bench.core.errors"), "task.module=bench.core.errors has no ['prompt', "
      "'score', 'generate']"),
 ]
 
@@ -182,11 +182,11 @@ def test_answers_not_triples_only_warn_by_default(tmp_path: Path) -> None:
 
 def save_random_tiny(path: Path) -> list[str]:
     """A random tiny LLaMA and its character tokenizer saved at ``path``; the overrides that load it."""
-    from bench import chartok, modeling
+    from bench.models import chartok, loading
     from tasks import synth
 
     tokenizer = chartok.build(r["instruction"] + r["input"] + r["output"] for r in synth.generate(64, 0, "target"))
-    modeling.build_tiny(compose_cfg().model, len(tokenizer), 0).save_pretrained(path)
+    loading.build_tiny(compose_cfg().model, len(tokenizer), 0).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return ["model.source=local", f"model.path={path}", "model.arch=null"]
 

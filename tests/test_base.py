@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bench import base
+from bench.pipeline import tinybase
 from tests.conftest import ROOT, TINY, child_env, compose_cfg
 
 FAST = [*TINY, "model.pretrain.steps=5"]
@@ -13,13 +13,13 @@ FAST = [*TINY, "model.pretrain.steps=5"]
 
 def test_same_key_reuses_and_changed_key_rebuilds(tmp_path):
     cfg = compose_cfg(*FAST, f"cache_dir={tmp_path}")
-    first = base.ensure(cfg)
-    again = base.ensure(cfg)
+    first = tinybase.ensure(cfg)
+    again = tinybase.ensure(cfg)
     assert first["built_in_this_run"] and not again["built_in_this_run"]
     assert first["key"] == again["key"] and first["path"] == again["path"]
-    changed = base.ensure(compose_cfg(*FAST, f"cache_dir={tmp_path}", "model.pretrain.lr=0.001"))
+    changed = tinybase.ensure(compose_cfg(*FAST, f"cache_dir={tmp_path}", "model.pretrain.lr=0.001"))
     assert changed["built_in_this_run"] and changed["key"] != first["key"]
-    other_arch = base.ensure(compose_cfg(*FAST, f"cache_dir={tmp_path}", "model=tiny_codellama"))
+    other_arch = tinybase.ensure(compose_cfg(*FAST, f"cache_dir={tmp_path}", "model=tiny_codellama"))
     assert other_arch["key"] not in (first["key"], changed["key"])
     for info in (first, changed):
         assert info["source_metric"] == "f1_micro" and 0.0 <= info["source_score"] <= 1.0 and info["build_time_s"] > 0

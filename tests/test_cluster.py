@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import cluster, sweep
-from bench import grid as sweep_grid
-from bench.errors import ConfigError
+from bench import sweep
+from bench.core.errors import ConfigError
+from bench.sweeping import cluster
+from bench.sweeping import grid as sweep_grid
 from tests.test_sweep import calls, fake, sweep_cfg  # noqa: F401, F811  (fake: the fake cell command fixture)
 
 

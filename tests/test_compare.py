@@ -12,7 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats as sps
 
-from bench import baseline, compare, metrics
+from bench import compare
+from bench.analysis import baseline
+from bench.core import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIPLES = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "triples.yaml").metric_list)
@@ -154,7 +156,7 @@ def test_deterministic_rows_are_judged_by_the_floor_alone() -> None:
 
 
 def entry(method: str, stats: dict[str, tuple[float, float | None, int]]) -> dict:
-    """A summarized entry (bench.baseline's shape) with {metric: (mean, std, n)}."""
+    """A summarized entry (bench.analysis.baseline's shape) with {metric: (mean, std, n)}."""
     return {"model": "tiny_llama", "task": "triples_synth", "method": method, "task_metrics": TRIPLES,
             "metrics": {k: {"mean": m, "std": s, "n": n} for k, (m, s, n) in stats.items()}}
 

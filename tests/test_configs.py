@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -14,8 +15,8 @@ def names(group: str) -> list[str]:
 
 
 def test_groups_ship_what_the_design_promises():
-    assert set(names("method")) == {"full", "freeze", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2",
-                                    "lora", "adalora", "vblora"}
+    assert {"full", "freeze", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2", "lora", "adalora",
+            "vblora"} <= set(names("method"))
     assert {"tiny_llama", "tiny_codellama", "tiny_glm", "chatglm_6b", "llama2_7b", "codellama_7b",
             "codellama_34b"} <= set(names("model"))
     assert {"triples_synth", "triples"} <= set(names("task"))
@@ -31,8 +32,35 @@ def test_every_yaml_composes_and_resolves(group):
         assert resolved[group]["name"] == name
 
 
-@pytest.mark.parametrize("method", ["lora", "adalora", "vblora", "prompt_tuning", "p_tuning", "prefix_tuning",
-                                    "p_tuning_v2"])
+def test_the_default_sweep_runs_every_method_yaml():
+    """One YAML adds a method: the default grid discovers conf/method/, each method once, in the figures' order."""
+    from bench.core.labels import method_order
+    from bench.sweeping.grid import grid
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("sweep")
+    methods = [c.method for c in grid(cfg)]
+    assert methods == method_order(names("method")) and len(set(methods)) == len(methods)
+
+
+@pytest.mark.parametrize("method", names("method"))
+def test_every_method_yaml_is_whole(method):
+    """What the run, the sweep and bench.reproduce ask of every method, checked on whatever conf/method/ holds."""
+    import hydra
+
+    cfg = compose_cfg(f"method={method}")
+    assert cfg.method.name == method
+    for role in ("builder", "saver", "loader"):
+        assert callable(hydra.utils.get_method(cfg.method[role])), f"method.{role} of {method}"
+    for hook in cfg.method.hooks.values():
+        assert hook is None or callable(hydra.utils.get_method(hook))
+    assert set(cfg.method.task_types) <= {"CAUSAL_LM", "SEQ_2_SEQ_LM"} and float(cfg.method.lr) > 0
+
+
+PEFT_METHODS = [m for m in names("method") if "peft_config" in compose_cfg(f"method={m}").method]
+
+
+@pytest.mark.parametrize("method", PEFT_METHODS)
 def test_peft_methods_instantiate_their_peft_config(method):
     cfg = compose_cfg(f"method={method}")
     peft_config = instantiate(cfg.method.peft_config)

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from bench import base, baseline, chartok, compare, data, model_checks, modeling, results, train, validate
+from bench import compare
+from bench.analysis import baseline
+from bench.core import results
+from bench.models import chartok, checks, dtypes, loading
+from bench.pipeline import tinybase, validate
+from bench.taskdata import encoding
 from tasks import triples
 from tests.conftest import CONF, compose_cfg
 from tests.test_compare import make_baseline, write_sweep
@@ -58,22 +63,22 @@ BUILD_INPUTS = ["train.schedule=linear", "train.warmup_ratio=0.2", "train.grad_c
 
 @pytest.mark.parametrize("override", BUILD_INPUTS)
 def test_base_key_covers_what_the_build_reads(override: str) -> None:
-    assert base.base_key(compose_cfg(override), VOCAB) != base.base_key(compose_cfg(), VOCAB)
+    assert tinybase.base_key(compose_cfg(override), VOCAB) != tinybase.base_key(compose_cfg(), VOCAB)
 
 
 def test_base_key_covers_the_deepspeed_json_contents(tmp_path: Path) -> None:
     path = tmp_path / "ds.json"
     path.write_text('{"gradient_clipping": 0.5}')
     cfg = compose_cfg(f"deepspeed.json_file={path}")
-    first = base.base_key(cfg, VOCAB)
+    first = tinybase.base_key(cfg, VOCAB)
     path.write_text('{"gradient_clipping": 0.1}')
-    assert base.base_key(cfg, VOCAB) != first
-    assert base.deepspeed_section(cfg).extra.gradient_clipping == 0.1      # and the build applies the file
+    assert tinybase.base_key(cfg, VOCAB) != first
+    assert tinybase.deepspeed_section(cfg).extra.gradient_clipping == 0.1      # and the build applies the file
 
 
 def test_base_key_ignores_what_the_build_does_not_read() -> None:
-    assert base.base_key(compose_cfg("train.steps=7", "method=full", "seed=3"), VOCAB) == \
-        base.base_key(compose_cfg(), VOCAB)
+    assert tinybase.base_key(compose_cfg("train.steps=7", "method=full", "seed=3"), VOCAB) == \
+        tinybase.base_key(compose_cfg(), VOCAB)
 
 
 # 3. Remote code runs only from the repository and commit a reviewed YAML pins.
@@ -103,7 +108,7 @@ def test_remote_code_yaml_without_a_revision_is_refused(tmp_path: Path, monkeypa
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "my_glm.yaml").write_text(
         "name: my_glm\nsource: hub\npath: THUDM/chatglm-6b\ntrust_remote_code: true\nrevision: null\n")
-    monkeypatch.setattr(model_checks, "CONF", tmp_path)
+    monkeypatch.setattr(checks, "CONF_DIR", tmp_path)
     cfg = compose_cfg(*HUB_FP16, "model.name=my_glm", "model.revision=null")
     with pytest.raises(validate.ConfigError, match=r"model\.revision=None.*commit sha"):
         validate.check(cfg)
@@ -120,10 +125,10 @@ def test_load_pretrained_passes_the_revision(monkeypatch: pytest.MonkeyPatch) ->
             calls.append(kwargs)
             return cls()
 
-    monkeypatch.setattr(modeling, "AutoTokenizer", Fake)
-    monkeypatch.setattr(modeling, "auto_class", lambda _cfg: Fake)
+    monkeypatch.setattr(loading, "AutoTokenizer", Fake)
+    monkeypatch.setattr(loading, "auto_class", lambda _cfg: Fake)
     model_cfg = compose_cfg("model=chatglm_6b").model
-    modeling.load_pretrained(model_cfg.path, model_cfg)
+    loading.load_pretrained(model_cfg.path, model_cfg)
     assert [c.get("revision") for c in calls] == [model_cfg.revision] * 2
 
 
@@ -143,11 +148,11 @@ def test_load_dtype_that_fits_passes(dtype: str, precision: str) -> None:
 
 
 def test_auto_precision_is_resolved_before_the_dtype_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train, "precision", lambda ds: "fp32")          # CPU
+    monkeypatch.setattr(dtypes, "resolve", lambda ds: "fp32")          # CPU
     with pytest.raises(validate.ConfigError, match=r"deepspeed\.precision=auto resolves to fp32"):
         validate.check(compose_cfg("model=llama2_7b"))
     validate.check(compose_cfg("model=llama2_7b", "model.dtype=float32"))
-    monkeypatch.setattr(train, "precision", lambda ds: "fp16")          # an accelerator
+    monkeypatch.setattr(dtypes, "resolve", lambda ds: "fp16")          # an accelerator
     validate.check(compose_cfg("model=llama2_7b"))
 
 
@@ -168,13 +173,13 @@ def test_cut_answer_keeps_its_eos_and_is_counted() -> None:
     records = [{"instruction": "I", "input": "x", "output": "a_b_c"},
                {"instruction": "I", "input": "y", "output": "a_b_c\n" * 20}]
     tokenizer = chartok.build(r["instruction"] + r["input"] + r["output"] for r in records)
-    examples = data.encode(records, tokenizer, task)
+    examples = encoding.encode(records, tokenizer, task)
     eos = tokenizer.eos_token_id
     assert [e["labels"][-1] for e in examples] == [eos, eos]
     assert [e["answer_cut"] for e in examples] == [False, True]
     assert all(len(e["input_ids"]) <= 40 for e in examples)
-    assert data.answers_cut(examples) == 1
-    batch = data.collate(examples, tokenizer.pad_token_id)
+    assert encoding.answers_cut(examples) == 1
+    batch = encoding.collate(examples, tokenizer.pad_token_id)
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import environment
+from bench.core import environment
 from tests.conftest import ROOT, child_env
 
 LOCKS = ROOT / "requirements"

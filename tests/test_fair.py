@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import search, splits, train, validate
+from bench import search
+from bench.pipeline import train, validate
 from bench.run import execute
+from bench.taskdata import splits
 
 
 def run(cfg) -> dict:

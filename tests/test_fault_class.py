@@ -9,8 +9,8 @@ from functools import cache
 import pytest
 from omegaconf import OmegaConf
 
-from bench import taskcfg
-from bench.errors import ConfigError, DataError
+from bench.core.errors import ConfigError, DataError
+from bench.taskdata import taskcfg
 from tasks import fault_class, synth
 from tests.conftest import compose_cfg
 
@@ -191,7 +191,7 @@ def test_records_fit_the_character_budget(language):
             label = max(label, len(r["output"]) + 1)
     assert (full, prompt, label) == LENGTHS[language]
     assert full <= cfg.max_length and label <= cfg.max_new_tokens
-    assert prompt <= cfg.max_length - cfg.max_new_tokens   # bench/evaluate.py cuts longer prompts
+    assert prompt <= cfg.max_length - cfg.max_new_tokens   # bench/pipeline/evaluate.py cuts longer prompts
     assert task(language, "source").max_length == cfg.max_length
 
 

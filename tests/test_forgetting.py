@@ -10,8 +10,10 @@ import hydra
 import pytest
 import torch
 
-from bench import chartok, forgetting, modeling, plots, report
-from bench.errors import ConfigError
+from bench.analysis import plots, tables
+from bench.core.errors import ConfigError
+from bench.models import chartok, loading
+from bench.pipeline import forgetting
 from bench.run import execute
 from tests.conftest import compose_cfg
 from tests.test_report import fake_record
@@ -25,18 +27,18 @@ def tiny():
     """A random tiny LlamaForCausalLM, its character tokenizer (the general text's characters and OTHER's), a config."""
     tokenizer = chartok.build([forgetting.general_text(), OTHER])
     cfg = compose_cfg("forgetting.measure=general_text", "forgetting.max_tokens=1024")
-    model = modeling.build_tiny(cfg.model, len(tokenizer), 0, modeling.special_ids(tokenizer))
+    model = loading.build_tiny(cfg.model, len(tokenizer), 0, loading.special_ids(tokenizer))
     return model, tokenizer, cfg
 
 
 def test_auto_picks_the_source_task_exactly_where_the_base_has_one() -> None:
     cfg = compose_cfg()
-    assert forgetting.measure(cfg, {"key": "k", "source_task": "triples_synth_source"}) == "source_task"
-    assert forgetting.measure(cfg, NO_BASE) == "general_text"
+    assert forgetting.measure(cfg.forgetting, {"key": "k", "source_task": "triples_synth_source"}) == "source_task"
+    assert forgetting.measure(cfg.forgetting, NO_BASE) == "general_text"
     with pytest.raises(ConfigError, match="forgetting.measure='sometimes' must be one of"):
-        forgetting.measure(compose_cfg("forgetting.measure=sometimes"), NO_BASE)
+        forgetting.measure(compose_cfg("forgetting.measure=sometimes").forgetting, NO_BASE)
     with pytest.raises(ConfigError, match="needs a tiny base"):
-        forgetting.measure(compose_cfg("forgetting.measure=source_task"), NO_BASE)
+        forgetting.measure(compose_cfg("forgetting.measure=source_task").forgetting, NO_BASE)
 
 
 def test_windows_are_full_bos_led_and_capped(tiny) -> None:
@@ -117,7 +119,7 @@ def write_sweep(root: Path) -> Path:
 
 def test_report_shows_forgetting_as_a_column_and_a_figure(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path / "sweep")
-    runs = report.load_runs(sweep)
+    runs = tables.load_runs(sweep)
     figs = plots.figures(runs)
     ax = figs["f1_micro_vs_forgetting-tiny_llama-triples_synth"].axes[0]
     methods = ["full", "prompt_tuning", "lora"]
@@ -126,7 +128,7 @@ def test_report_shows_forgetting_as_a_column_and_a_figure(tmp_path: Path) -> Non
     assert "Forgetting" in ax.get_xlabel() and "source_task" in ax.get_xlabel() and ax.get_xscale() == "linear"
     front = next(ln for ln in ax.get_lines() if ln.get_label() == "Pareto front")
     assert list(front.get_xdata()) == pytest.approx([0.015, 0.055, 0.305])      # all three trade F1 for forgetting
-    written = report.write_report(sweep)
+    written = tables.write_report(sweep)
     names = {p.name for p in (sweep / "report" / "figures").iterdir()}
     assert {"f1_micro_vs_forgetting-tiny_llama-triples_synth.png", "f1_micro_vs_forgetting-tiny_llama-triples_synth.pdf"} <= names
     md = written["table.md"].read_text()

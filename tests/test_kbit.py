@@ -1,4 +1,4 @@
-"""k-bit bases (bench/kbit.py): refused where they cannot work, in seconds; trained and reproduced where they can."""
+"""k-bit bases (bench/models/kbit.py): refused where they cannot work, in seconds; trained and reproduced where they can."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from bench import registry, validate
-from bench.errors import ConfigError
+from bench.core import labels as method_labels
+from bench.core.errors import ConfigError
+from bench.pipeline import validate
 from tests.conftest import ROOT, child_env, compose_cfg
 
 HAVE_BNB = importlib.util.find_spec("bitsandbytes") is not None
@@ -36,20 +37,20 @@ def test_a_missing_bitsandbytes_names_the_install(tmp_path, monkeypatch):
 
 
 def test_method_labels_name_the_bits():
-    assert registry.parse_label("lora@4bit") == ("lora", 4) and registry.parse_label("lora") == ("lora", None)
-    assert registry.method_label("lora", 8) == "lora@8bit"
-    assert registry.method_order(["lora@4bit", "full", "lora", "lora@8bit"]) == ["full", "lora", "lora@4bit",
+    assert method_labels.parse_label("lora@4bit") == ("lora", 4) and method_labels.parse_label("lora") == ("lora", None)
+    assert method_labels.method_label("lora", 8) == "lora@8bit"
+    assert method_labels.method_order(["lora@4bit", "full", "lora", "lora@8bit"]) == ["full", "lora", "lora@4bit",
                                                                                   "lora@8bit"]
     with pytest.raises(ValueError, match="lora@4bit or lora@8bit"):
-        registry.parse_label("lora@four")
+        method_labels.parse_label("lora@four")
 
 
 @pytest.mark.parametrize("k", [4, 8])
 def test_memory_estimate_counts_quantized_weights(k):
-    from bench import memory
+    from bench.pipeline import estimate
 
-    plain = memory.preflight(compose_cfg("method=lora"))
-    quant = memory.preflight(compose_cfg("method=lora", f"quantization.bits={k}"))
+    plain = estimate.preflight(compose_cfg("method=lora"))
+    quant = estimate.preflight(compose_cfg("method=lora", f"quantization.bits={k}"))
     assert quant["weights_bytes"] < plain["weights_bytes"] and quant["optimizer_states_bytes"] == \
         plain["optimizer_states_bytes"]
 
@@ -67,7 +68,7 @@ def _sweep_and_reproduce(tmp_path, cache_dir, labels: list[str]) -> None:
     for label in labels:
         run = out / "tiny_llama" / "triples_synth" / label / "seed0"
         result = json.loads((run / "result.json").read_text())
-        assert result["run_info"]["config"]["quantization"]["bits"] == registry.parse_label(label)[1]
+        assert result["run_info"]["config"]["quantization"]["bits"] == method_labels.parse_label(label)[1]
         curve = result["train_info"]["loss_curve"]
         assert sum(curve[-3:]) < sum(curve[:3]), curve
         check = subprocess.run([sys.executable, "-m", "bench.reproduce", str(run), "--batch-size", "1", "--plain"],

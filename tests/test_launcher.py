@@ -50,7 +50,7 @@ def test_saved_adapter_reloads_with_plain_peft_and_reproduces_predictions(lora_r
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench import evaluate
+    from bench.pipeline import evaluate
     from tests.conftest import compose_cfg
 
     out, result = lora_runs[0]

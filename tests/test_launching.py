@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import launching
+from bench.sweeping import launching
 
 # A stand-in for `deepspeed … bench.run`: writes a running record, then the final one, then lingers `linger` s
 # (the launcher's poll and teardown) and exits with `code`.
@@ -71,7 +71,7 @@ def test_a_launcher_that_hangs_after_the_record_is_killed(tmp_path, monkeypatch,
     code, _ = _launch(tmp_path, linger=60.0)
     assert code is None
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="bench.launching"):
+    with caplog.at_level(logging.WARNING, logger="bench.sweeping.launching"):
         launching.reap(block=True)
     assert time.monotonic() - started < 5.0
     assert not launching.lingering and "killed" in caplog.text
@@ -80,7 +80,7 @@ def test_a_launcher_that_hangs_after_the_record_is_killed(tmp_path, monkeypatch,
 def test_a_launcher_failing_after_a_recorded_success_is_logged(tmp_path, caplog):
     code, _ = _launch(tmp_path, linger=0.2, code=1)
     assert code is None
-    with caplog.at_level(logging.ERROR, logger="bench.launching"):
+    with caplog.at_level(logging.ERROR, logger="bench.sweeping.launching"):
         launching.reap(block=True)
     assert "exited with code 1" in caplog.text
 

@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 import ast
+import re
 
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF, ROOT
 
 BENCH = ROOT / "bench"
+# The library's layers, lowest first: a subpackage imports only from its own layer and those below it, never an
+# entry point (bench/<verb>.py), which may import anything.
+LAYERS = ["core", "taskdata", "models", "pipeline", "sweeping", "analysis"]
+
+
+def module_name(path) -> str:
+    """``bench/pipeline/train.py`` → ``pipeline.train``; ``bench/run.py`` → ``run``."""
+    rel = path.relative_to(BENCH).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
 
 
 def imports() -> dict[str, set[str]]:
     """Each bench module → the bench modules it imports anywhere (function-level imports included)."""
-    names = {p.stem for p in BENCH.glob("*.py")}
+    paths = sorted(BENCH.rglob("*.py"))
+    names = {module_name(p) for p in paths}
     graph = {}
-    for path in BENCH.glob("*.py"):
+    for path in paths:
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "bench":
-                deps |= {a.name for a in node.names if a.name in names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bench."):
-                deps.add(node.module.split(".")[1])
-        graph[path.stem] = deps - {path.stem}
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "bench":
+                base = node.module.partition(".")[2]
+                for alias in node.names:
+                    full = f"{base}.{alias.name}" if base else alias.name
+                    deps.add(full if full in names else base)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.partition(".")[2] for a in node.names if a.name.startswith("bench.")}
+        graph[module_name(path)] = {d for d in deps if d} - {module_name(path)}
     return graph
 
 
@@ -38,12 +52,41 @@ def test_bench_has_no_import_circle():
                     todo.append(dep)
 
 
+def test_the_library_is_in_layered_subpackages_below_the_entry_points():
+    graph = imports()
+    packages = {p.name for p in BENCH.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(LAYERS), f"subpackages {sorted(packages)} are not the layers {LAYERS}"
+    for module, deps in graph.items():
+        if "." not in module:
+            continue   # an entry point, bench/<verb>.py, or a subpackage's __init__
+        layer = LAYERS.index(module.split(".")[0])
+        for dep in deps:
+            assert "." in dep or dep in packages, f"bench.{module} imports the entry point bench.{dep}"
+            assert LAYERS.index(dep.split(".")[0]) <= layer, (
+                f"bench.{module} ({LAYERS[layer]}) imports bench.{dep}, a layer above it ({LAYERS})")
+
+
+def test_one_place_knows_where_the_configs_are():
+    for path in BENCH.rglob("*.py"):
+        text = path.read_text()
+        assert "parent.parent" not in text and "parents[" not in text or path.name == "paths.py", (
+            f"{path.relative_to(ROOT)} computes a folder of the checkout itself; use bench.core.paths")
+
+
 def test_bench_names_no_task_metric():
     declared = {str(m.metric) for path in (CONF / "task").glob("*.yaml")
                 for m in (OmegaConf.load(path).get("metric_list") or [])}
     assert {"f1_micro", "accuracy"} <= declared
     declared -= {"precision"}    # also the training precision's key (fp16/bf16/fp32) in bench/: another thing
-    for path in BENCH.glob("*.py"):
+    for path in BENCH.rglob("*.py"):
         strings = {n.value for n in ast.walk(ast.parse(path.read_text()))
                    if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         assert not strings & declared, f"{path.name} names a task's metric: {sorted(strings & declared)}"
+
+
+def test_the_architecture_page_lists_every_module_of_the_tree():
+    listed = set(re.findall(r"^- `((?:bench|methods|tasks)/[\w/]+\.py)`: \S", (ROOT / "docs/architecture.md").read_text(),
+                            flags=re.M))
+    tree = {str(p.relative_to(ROOT)) for d in ("bench", "methods", "tasks") for p in (ROOT / d).rglob("*.py")
+            if p.name != "__init__.py"}
+    assert listed == tree, f"docs/architecture.md lists {sorted(listed - tree)} (gone) and misses {sorted(tree - listed)}"

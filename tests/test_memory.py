@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from bench import memory
+from bench.pipeline import estimate
 from tests.conftest import ROOT, child_env, compose_cfg
 
 SHAPE = dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
@@ -47,7 +47,7 @@ def real_saved_bytes(model: torch.nn.Module, batch: int, length: int) -> int:
                                     peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)],
                          ids=["full", "lora", "prefix"])
 def test_meta_count_matches_a_real_forward(method):
-    counted = memory.saved_activation_bytes(build("meta", method), batch=4, length=96, label_length=96)
+    counted = estimate.saved_activation_bytes(build("meta", method), batch=4, length=96, label_length=96)
     real = real_saved_bytes(build("cpu", method), 4, 96)
     assert counted == pytest.approx(real, rel=0.1)
 
@@ -56,7 +56,7 @@ def test_estimate_parts_follow_zero_and_precision():
     model = build("meta", peft.LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"]))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    est = memory.estimate(model, precision="fp16", ds_config={"zero_optimization": {"stage": 1}}, world_size=2,
+    est = estimate.estimate(model, precision="fp16", ds_config={"zero_optimization": {"stage": 1}}, world_size=2,
                           batch=2, length=32, label_length=32, vocab=300, layers=2)
     assert est["weights_bytes"] == 2 * total and est["gradients_bytes"] == 2 * trainable   # bucket ≤ trainable
     assert est["master_weights_bytes"] == 4 * trainable // 2 and est["optimizer_states_bytes"] == 8 * trainable // 2
@@ -67,11 +67,11 @@ def test_estimate_parts_follow_zero_and_precision():
 
 
 def test_preflight_sizes_real_models_without_their_weights():
-    lora = memory.preflight(compose_cfg("model=codellama_34b", "method=lora", "train.micro_batch_size=1",
+    lora = estimate.preflight(compose_cfg("model=codellama_34b", "method=lora", "train.micro_batch_size=1",
                                         "task.max_length=512", "deepspeed.precision=fp16"))
     assert 2 * 33e9 < lora["weights_bytes"] < 2 * 35e9            # 34B parameters in fp16
     assert lora["optimizer_states_bytes"] < 1e9 < lora["activations_bytes"]   # q/v adapters; 48 layers × 512
-    full = memory.preflight(compose_cfg("model=llama2_7b", "method=full", "train.micro_batch_size=1",
+    full = estimate.preflight(compose_cfg("model=llama2_7b", "method=full", "train.micro_batch_size=1",
                                         "task.max_length=512", "deepspeed.precision=fp16"), world_size=8)
     assert full["optimizer_states_bytes"] == pytest.approx(8 * 6.74e9 / 8, rel=0.01)   # AdamW moments, sharded
 

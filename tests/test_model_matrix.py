@@ -18,7 +18,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 import tasks
-from bench import base, chartok, evaluate, modeling
+from bench.models import chartok, loading
+from bench.pipeline import evaluate, tinybase
 from tests.conftest import CONF, ROOT, child_env, compose_cfg, require_lock
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml") if not p.stem.startswith("_"))
@@ -35,7 +36,7 @@ def rope_theta(config) -> float:
 def test_tiny_codellama_carries_codellamas_vocabulary_and_rope():
     model_cfg = compose_cfg("model=tiny_codellama").model
     assert compose_cfg("model=codellama_7b").model.shape.vocab_size == CODELLAMA_VOCAB   # the stand-in tracks it
-    net = modeling.build_tiny(model_cfg, vocab_size=250, seed=0, special=SPECIAL)
+    net = loading.build_tiny(model_cfg, vocab_size=250, seed=0, special=SPECIAL)
     assert net.config.vocab_size == CODELLAMA_VOCAB
     assert net.get_input_embeddings().weight.shape[0] == net.get_output_embeddings().weight.shape[0] == CODELLAMA_VOCAB
     assert rope_theta(net.config) == CODELLAMA_ROPE_THETA
@@ -44,21 +45,21 @@ def test_tiny_codellama_carries_codellamas_vocabulary_and_rope():
 def test_arch_vocab_size_is_a_floor_and_optional():
     codellama, llama = compose_cfg("model=tiny_codellama").model, compose_cfg("model=tiny_llama").model
     with torch.device("meta"):
-        assert modeling.build_tiny(codellama, vocab_size=40_000, seed=0).config.vocab_size == 40_000
-        assert modeling.build_tiny(llama, vocab_size=250, seed=0).config.vocab_size == 250
+        assert loading.build_tiny(codellama, vocab_size=40_000, seed=0).config.vocab_size == 40_000
+        assert loading.build_tiny(llama, vocab_size=250, seed=0).config.vocab_size == 250
     assert "vocab_size" not in llama.arch      # tiny_llama's config (and so the committed baseline) is unchanged
 
 
 def test_base_key_covers_the_vocabulary_floor():
-    key = base.tokenizer_and_key(compose_cfg("model=tiny_codellama"))[1]
-    assert key != base.tokenizer_and_key(compose_cfg("model=tiny_codellama", "model.arch.vocab_size=32000"))[1]
-    assert key != base.tokenizer_and_key(compose_cfg("model=tiny_codellama", "~model.arch.vocab_size"))[1]
+    key = tinybase.tokenizer_and_key(compose_cfg("model=tiny_codellama"))[1]
+    assert key != tinybase.tokenizer_and_key(compose_cfg("model=tiny_codellama", "model.arch.vocab_size=32000"))[1]
+    assert key != tinybase.tokenizer_and_key(compose_cfg("model=tiny_codellama", "~model.arch.vocab_size"))[1]
 
 
 def test_tiny_llama_base_is_still_the_one_the_committed_baseline_measured():
     require_lock()
     baseline = json.loads((ROOT / "results/baselines/embedded.json").read_text())
-    assert base.tokenizer_and_key(compose_cfg())[1] == baseline["fingerprint"]["base_key"], (
+    assert tinybase.tokenizer_and_key(compose_cfg())[1] == baseline["fingerprint"]["base_key"], (
         "tiny_llama's base key moved: the embedded baseline no longer applies (docs/regressions.md: updating the baseline)")
 
 
@@ -83,8 +84,8 @@ def test_decoding_ids_past_the_tokenizer_never_raises(char_tokenizer):
 
 def test_generation_that_emits_unknown_ids_yields_unparseable_answers_not_a_crash(char_tokenizer):
     tok = char_tokenizer[1]
-    net = modeling.build_tiny(compose_cfg("model=tiny_codellama").model, len(tok), seed=0,
-                              special=modeling.special_ids(tok))
+    net = loading.build_tiny(compose_cfg("model=tiny_codellama").model, len(tok), seed=0,
+                              special=loading.special_ids(tok))
     head = torch.nn.Linear(net.config.hidden_size, CODELLAMA_VOCAB)     # greedy decoding always picks id 30000
     torch.nn.init.zeros_(head.weight)
     with torch.no_grad():

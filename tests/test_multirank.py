@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-
-from bench import base, data, free_port, splits
+from bench import free_port
+from bench.pipeline import tinybase
+from bench.taskdata import encoding, splits
 from tests.conftest import ROOT, TINY, child_env, compose_cfg
 
 
@@ -19,7 +20,8 @@ def test_ranks_draw_disjoint_batches_that_cover_the_data():
     first_pass = 40 // 4   # batches of 4
 
     def seen(rank: int, world: int) -> list[list[int]]:
-        stream = data.batches(examples, 4, pad_id=0, seed=3, group_by_length=True, rank=rank, world=world)
+        stream = encoding.batches(examples, encoding.BatchPlan(4, seed=3, group_by_length=True, rank=rank, world=world),
+                                  pad_id=0)
         return [next(stream)["input_ids"].sum(dim=1).tolist() for _ in range(first_pass // world)]
 
     whole = seen(0, 1)
@@ -30,7 +32,7 @@ def test_ranks_draw_disjoint_batches_that_cover_the_data():
 @pytest.mark.slow
 def test_two_ranks_train_and_rank_zero_writes(cache_dir, tmp_path):
     common = [*TINY, "method=lora", "train.steps=4", f"cache_dir={cache_dir}", f"out_dir={tmp_path / 'run'}"]
-    base.ensure(compose_cfg(*common))   # a multi-rank launch refuses to build a base (it would deadlock)
+    tinybase.ensure(compose_cfg(*common))   # a multi-rank launch refuses to build a base (it would deadlock)
     port = str(free_port())
     procs = []
     for rank in (0, 1):
@@ -61,7 +63,8 @@ def test_a_process_removes_deepspeeds_cpu_allreduce_buffer_when_it_exits():
     # The launcher sets LOCAL_SIZE; with it DeepSpeed's CPU accelerator maps ~66 MB in /dev/shm per process.
     env = {**child_env(), "LOCAL_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    code = "from bench import train; train.ensure_distributed(); print(train.shm_buffer(), train.shm_buffer().exists())"
+    code = ("from bench.pipeline import distributed; distributed.ensure_distributed(); "
+            "print(distributed.shm_buffer(), distributed.shm_buffer().exists())")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     path, existed = done.stdout.splitlines()[-1].split()

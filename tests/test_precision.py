@@ -16,7 +16,8 @@ import hydra
 import pytest
 import torch
 
-from bench import base, final, modeling
+from bench.models import dtypes, loading
+from bench.pipeline import final, tinybase
 from tests.conftest import CONF, TINY, compose_cfg
 
 PEFT_METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml")
@@ -27,12 +28,12 @@ OTHER_METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml")
 
 
 def trained_in(precision: str, method: str, out: Path) -> tuple:
-    """A tiny base saved in fp32 (as bench.base caches it), the method's trainable model on it with its trainable
+    """A tiny base saved in fp32 (as bench.pipeline.tinybase caches it), the method's trainable model on it with its trainable
     weights moved (a stand-in for training), cast to the training precision as DeepSpeed's engine casts it."""
     cfg = compose_cfg(*TINY, f"method={method}", f"out_dir={out}", f"cache_dir={out / 'cache'}")
-    tokenizer, _ = base.tokenizer_and_key(cfg)
+    tokenizer, _ = tinybase.tokenizer_and_key(cfg)
     tokenizer.save_pretrained(out / "tokenizer")      # prompt tuning initialises from the instruction text
-    net = modeling.build_tiny(cfg.model, len(tokenizer), seed=0, special=modeling.special_ids(tokenizer))
+    net = loading.build_tiny(cfg.model, len(tokenizer), seed=0, special=loading.special_ids(tokenizer))
     net.save_pretrained(out / "base")
     model = hydra.utils.get_method(cfg.method.builder)(net, cfg.method, cfg.model)
     torch.manual_seed(1)
@@ -42,7 +43,7 @@ def trained_in(precision: str, method: str, out: Path) -> tuple:
                 param.add_(0.05 * torch.randn_like(param))
     with torch.no_grad():   # DeepSpeed (0.19) casts the parameters and keeps fp32 buffers (rotary inv_freq)
         for param in model.parameters():
-            param.data = param.data.to(modeling.TRAINED_DTYPES[precision])
+            param.data = param.data.to(dtypes.TRAINED_DTYPES[precision])
     return cfg, tokenizer, model.eval()
 
 
@@ -56,8 +57,8 @@ def logits(model, tokenizer) -> torch.Tensor:
 
 def reloaded(cfg, out: Path, precision: str):
     """The saved weights the way a user loads them: the base in the training precision, then the method's loader."""
-    net = modeling.auto_class(cfg.model).from_pretrained(out / "base",
-                                                         dtype=modeling.trained_dtype(cfg.model, precision))
+    net = loading.auto_class(cfg.model).from_pretrained(out / "base",
+                                                         dtype=dtypes.trained_dtype(cfg.model, precision))
     return hydra.utils.get_method(cfg.method.loader)(net, out, cfg.method).eval()
 
 
@@ -83,6 +84,6 @@ def test_scoring_the_half_precision_adapter_is_not_what_a_reload_gives(tmp_path,
 
 def test_the_base_is_reloaded_in_the_training_precision():
     model_cfg = compose_cfg().model
-    assert modeling.trained_dtype(model_cfg, "fp16") == torch.float16
-    assert modeling.trained_dtype(model_cfg, "bf16") == torch.bfloat16
-    assert modeling.trained_dtype(model_cfg, "fp32") == modeling.dtype_of(model_cfg) == torch.float32
+    assert dtypes.trained_dtype(model_cfg, "fp16") == torch.float16
+    assert dtypes.trained_dtype(model_cfg, "bf16") == torch.bfloat16
+    assert dtypes.trained_dtype(model_cfg, "fp32") == dtypes.dtype_of(model_cfg) == torch.float32

@@ -18,7 +18,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
-from bench import modeling, validate
+from bench.models import loading
+from bench.pipeline import validate
 from methods import native, peft_adapter
 from tests.conftest import CONF, compose_cfg
 
@@ -199,10 +200,10 @@ def test_chatglm_yaml_names_the_published_module_tree():
 
 
 def test_chatglm_loads_through_the_auto_class_its_config_maps():
-    assert modeling.auto_class(compose_cfg("model=chatglm_6b").model).__name__ == "AutoModel"
-    assert modeling.auto_class(compose_cfg("model=llama2_7b").model).__name__ == "AutoModelForCausalLM"
+    assert loading.auto_class(compose_cfg("model=chatglm_6b").model).__name__ == "AutoModel"
+    assert loading.auto_class(compose_cfg("model=llama2_7b").model).__name__ == "AutoModelForCausalLM"
     with pytest.raises(validate.ConfigError, match="auto_class=AutoModelForCausalLLM"):
-        modeling.auto_class(OmegaConf.create({"auto_class": "AutoModelForCausalLLM", "task_type": "CAUSAL_LM"}))
+        loading.auto_class(OmegaConf.create({"auto_class": "AutoModelForCausalLLM", "task_type": "CAUSAL_LM"}))
 
 
 def test_chatglm_shape_and_names_match_the_cached_remote_code():
@@ -213,7 +214,7 @@ def test_chatglm_shape_and_names_match_the_cached_remote_code():
     assert "AutoModelForCausalLM" not in config.auto_map and cfg.auto_class in config.auto_map
     try:
         with torch.device("meta"):
-            net = modeling.auto_class(cfg).from_config(config, trust_remote_code=True)
+            net = loading.auto_class(cfg).from_config(config, trust_remote_code=True)
     except Exception as err:  # noqa: BLE001  (old remote code fails in many ways under a newer transformers)
         pytest.skip(f"THUDM/chatglm-6b's remote code does not build here ({type(err).__name__}: {err}); "
                     "it needs transformers 4.3x (docs/models.md)")
@@ -225,7 +226,7 @@ def test_chatglm_shape_and_names_match_the_cached_remote_code():
 @pytest.mark.parametrize("tiny", ["tiny_llama", "tiny_glm"])
 def test_all_linear_adapts_every_linear_layer_but_the_head(tiny, method):
     cfg = compose_cfg(*GENERIC, f"method={method}")
-    net = modeling.build_tiny(compose_cfg(f"model={tiny}").model, vocab_size=64, seed=0,
+    net = loading.build_tiny(compose_cfg(f"model={tiny}").model, vocab_size=64, seed=0,
                               special={"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2})
     linears = linear_paths(net)
     assert native.layer_count(net, cfg.model) == 2                  # model.layers holds for GLM too

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import data, evaluate, splits
+from bench.pipeline import evaluate
+from bench.taskdata import encoding, splits
 from tasks import triples
 from tests.conftest import SHARED, compose_cfg
 
@@ -42,12 +43,12 @@ def test_tokenizer_is_the_real_one_with_byte_fallback(tokenizer):
 
 def test_labels_cover_exactly_the_answer(tokenizer, spo):
     task, records = spo
-    examples = data.encode(records, tokenizer, task)
+    examples = encoding.encode(records, tokenizer, task)
     for rec, ex in zip(records, examples):
         assert ex["input_ids"][0] == tokenizer.bos_token_id  # added where the tokenizer does not add it
-        answer = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != data.IGNORE]
+        answer = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != encoding.IGNORE]
         assert answer[-1] == tokenizer.eos_token_id
-        assert ex["labels"][: len(ex["labels"]) - len(answer)] == [data.IGNORE] * (len(ex["labels"]) - len(answer))
+        assert ex["labels"][: len(ex["labels"]) - len(answer)] == [encoding.IGNORE] * (len(ex["labels"]) - len(answer))
         decoded = tokenizer.decode(answer, skip_special_tokens=True).strip()
         assert triples.parse(decoded)[0] == triples.parse(rec["output"])[0]
         assert len(ex["input_ids"]) <= task.max_length

@@ -1,6 +1,6 @@
 """Tasks that score from per-record counts: the bootstrap's fast path gives exactly the task's own ``score``.
 
-``bench.taskcfg.scorer`` resamples summed ``record_stats`` instead of re-scoring every resample; these tests pin
+``bench.taskdata.taskcfg.scorer`` resamples summed ``record_stats`` instead of re-scoring every resample; these tests pin
 that it is the same number, on both shipped tasks, with duplicates in the resample and labels the references lack.
 """
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from bench import stats, taskcfg
 import tasks
+from bench.core import stats
+from bench.taskdata import taskcfg
 from tests.conftest import compose_cfg
 
 TRIPLE_REFS = ["a_r_b\nc_s_d", "e_r_f", "", "g_s_h", "x_r_y\nbroken line"]

@@ -12,10 +12,10 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
-
 from omegaconf import OmegaConf
 
-from bench import metrics, plots, report
+from bench.analysis import plots, tables
+from bench.core import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 # The triple task's declaration, as every result JSON of it carries it.
@@ -82,7 +82,7 @@ def test_every_table_metric_declares_its_direction() -> None:
     for key in ("peak_mem_bytes", "train_time_s", "latency_ms_p50", "trainable_params", "adapter_bytes",
                 "eval_loss", "final_loss", "parse_fail_rate"):
         assert not metrics.metric(key, cat).higher_is_better, key
-    assert set(report.COST + report.AFTER) <= set(metrics.BENCH)
+    assert set(tables.COST + tables.AFTER) <= set(metrics.BENCH)
     with pytest.raises(KeyError, match="unknown metric"):
         metrics.metric("f1_micro")            # a task's metric is the task's: bench/ does not know it
     with pytest.raises(ValueError, match="declared higher-is-better by one task and lower-is-better by another"):
@@ -114,7 +114,7 @@ def test_pareto_front_reads_directions() -> None:
 
 
 def test_table_has_mean_std_over_seeds_and_shows_failures(sweep_dir: Path) -> None:
-    written = report.write_report(sweep_dir, figures=False)
+    written = tables.write_report(sweep_dir, figures=False)
     md = written["table.md"].read_text()
     lora = next(line for line in md.splitlines() if line.startswith("| lora"))
     assert "0.820 ± 0.020" in lora and "| success" in lora and "|       3 |" in lora
@@ -140,13 +140,13 @@ def test_table_has_mean_std_over_seeds_and_shows_failures(sweep_dir: Path) -> No
 
 
 def test_methods_are_listed_in_the_house_order(sweep_dir: Path) -> None:
-    runs = report.load_runs(sweep_dir)
+    runs = tables.load_runs(sweep_dir)
     assert list(dict.fromkeys(runs["method"])) == ["full", "prompt_tuning", "prefix_tuning", "lora", "adalora"]
     assert plots.method_order(["zeta", "lora", "alpha", "full"]) == ["full", "lora", "alpha", "zeta"]
 
 
 def test_figures_have_one_series_per_method_in_its_colour(sweep_dir: Path) -> None:
-    runs = report.load_runs(sweep_dir)
+    runs = tables.load_runs(sweep_dir)
     figs = plots.figures(runs)
     assert set(figs) == {f"{k}-tiny_llama-triples_synth" for k in
                          ("loss_curves", "f1_micro_vs_params", "peak_memory", "latency_p50")}
@@ -178,11 +178,11 @@ def test_figures_have_one_series_per_method_in_its_colour(sweep_dir: Path) -> No
 
 
 def test_report_cli_writes_png_and_pdf_at_column_width(sweep_dir: Path) -> None:
-    assert report.main([str(sweep_dir)]) == 0
+    assert tables.main([str(sweep_dir)]) == 0
     figures = sweep_dir / "report" / "figures"
     pngs, pdfs = sorted(figures.glob("*.png")), sorted(figures.glob("*.pdf"))
     assert len(pngs) == len(pdfs) == 4
     width = matplotlib.image.imread(pngs[0]).shape[1]
     assert width == pytest.approx(plots.WIDTH_IN * 300, abs=2)
     assert not list((sweep_dir / "report").rglob(".*"))                                 # no temp files left
-    assert report.main([str(sweep_dir / "nothing")]) == 2
+    assert tables.main([str(sweep_dir / "nothing")]) == 2

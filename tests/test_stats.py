@@ -1,4 +1,4 @@
-"""bench.stats against known cases: hand computations, a textbook example and scipy's own functions."""
+"""bench.core.stats against known cases: hand computations, a textbook example and scipy's own functions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import stats
+from bench.core import stats
 
 # Benjamini & Hochberg (1995), section 4.2: fifteen p-values; at 0.05 BH rejects four, Bonferroni three.
 BH_1995 = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719, 0.6528,

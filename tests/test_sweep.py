@@ -18,7 +18,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from bench import grid as sweep_grid, results, sweep
+from bench import sweep
+from bench.core import results
+from bench.sweeping import grid as sweep_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 

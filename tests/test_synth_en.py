@@ -8,8 +8,9 @@ import statistics
 
 import pytest
 
-from bench import base, data, splits, taskcfg, validate
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
+from bench.pipeline import tinybase, validate
+from bench.taskdata import encoding, splits, taskcfg
 from tasks import synth, triples
 from tests.conftest import compose_cfg
 
@@ -101,13 +102,13 @@ def test_task_composes_and_validates_on_tiny_llama(method):
 def test_splits_fit_the_tiny_budget_without_cuts():
     """Character tokens: no answer is cut in training and generation has room for every prompt and answer."""
     cfg = en_cfg()
-    tokenizer, _ = base.tokenizer_and_key(cfg)
+    tokenizer, _ = tinybase.tokenizer_and_key(cfg)
     new = int(cfg.eval.max_new_tokens)
     for task in (cfg.task, taskcfg.source_task(cfg.task)):
         for split in splits.SPLITS:
             records = splits.load(task, split)
-            assert data.answers_cut(data.encode(records, tokenizer, task)) == 0, (task.name, split)
-            prompts = [len(data.prompt_ids(tokenizer, triples.prompt(r, task))) for r in records]
+            assert encoding.answers_cut(encoding.encode(records, tokenizer, task)) == 0, (task.name, split)
+            prompts = [len(encoding.prompt_ids(tokenizer, triples.prompt(r, task))) for r in records]
             answers = [len(tokenizer(r["output"], add_special_tokens=False).input_ids) + 1 for r in records]
             assert max(prompts) <= int(task.max_length) - new and max(answers) <= new, (task.name, split)
     known = set(tokenizer.get_vocab())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import train
-from bench.data import IGNORE
+from bench.pipeline import losses, train
+from bench.taskdata.encoding import IGNORE
 
 
 def _batch(rows: int = 7, virtual: int = 3, width: int = 11, vocab: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +31,7 @@ def _reference(logits: torch.Tensor, labels: torch.Tensor, shift: int) -> tuple[
 def test_chunked_cross_entropy_matches_the_whole(monkeypatch, chunk_bytes, shift):
     monkeypatch.setattr(train, "CE_CHUNK_BYTES", chunk_bytes)
     logits, labels = _batch()
-    total, count = train.token_cross_entropy(logits, labels, shift=shift)
+    total, count = losses.token_cross_entropy(logits, labels, shift=shift)
     want, want_count = _reference(logits, labels, shift)
     assert int(count) == want_count
     assert float(total) == pytest.approx(want, rel=1e-6)
@@ -39,6 +39,6 @@ def test_chunked_cross_entropy_matches_the_whole(monkeypatch, chunk_bytes, shift
 
 def test_half_precision_logits_are_scored_in_fp32():
     logits, labels = _batch()
-    total, _ = train.token_cross_entropy(logits.bfloat16(), labels, shift=1)
+    total, _ = losses.token_cross_entropy(logits.bfloat16(), labels, shift=1)
     want, _ = _reference(logits.bfloat16().float(), labels, 1)
     assert total.dtype == torch.float32 and float(total) == pytest.approx(want, rel=1e-5)

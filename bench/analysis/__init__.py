@@ -1,0 +1,1 @@
+"""What is built from result JSONs: tables, evidence, significance, figures, baselines, verdicts."""

@@ -1,0 +1,7 @@
+"""Where the checkout's folders are: one place for every module that reads the configs, the locks or git."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+LOCK_DIR = ROOT / "requirements"

@@ -1,0 +1,1 @@
+"""The sweep's grid, its child processes and the machines it runs on."""
