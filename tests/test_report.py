@@ -14,6 +14,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 from omegaconf import OmegaConf
 
+from bench import report
 from bench.analysis import plots, tables
 from bench.core import metrics
 
@@ -178,11 +179,11 @@ def test_figures_have_one_series_per_method_in_its_colour(sweep_dir: Path) -> No
 
 
 def test_report_cli_writes_png_and_pdf_at_column_width(sweep_dir: Path) -> None:
-    assert tables.main([str(sweep_dir)]) == 0
+    assert report.main([str(sweep_dir)]) == 0
     figures = sweep_dir / "report" / "figures"
     pngs, pdfs = sorted(figures.glob("*.png")), sorted(figures.glob("*.pdf"))
     assert len(pngs) == len(pdfs) == 4
     width = matplotlib.image.imread(pngs[0]).shape[1]
     assert width == pytest.approx(plots.WIDTH_IN * 300, abs=2)
     assert not list((sweep_dir / "report").rglob(".*"))                                 # no temp files left
-    assert tables.main([str(sweep_dir / "nothing")]) == 2
+    assert report.main([str(sweep_dir / "nothing")]) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.pipeline import losses, train
+from bench.pipeline import losses
 from bench.taskdata.encoding import IGNORE
 
 
@@ -29,7 +29,7 @@ def _reference(logits: torch.Tensor, labels: torch.Tensor, shift: int) -> tuple[
 @pytest.mark.parametrize("chunk_bytes", [1, 3 * 14 * 50 * 4, 2**30])   # one row, a few rows, all at once
 @pytest.mark.parametrize("shift", [0, 1])
 def test_chunked_cross_entropy_matches_the_whole(monkeypatch, chunk_bytes, shift):
-    monkeypatch.setattr(train, "CE_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(losses, "CE_CHUNK_BYTES", chunk_bytes)
     logits, labels = _batch()
     total, count = losses.token_cross_entropy(logits, labels, shift=shift)
     want, want_count = _reference(logits, labels, shift)
