@@ -90,3 +90,15 @@ def test_the_architecture_page_lists_every_module_of_the_tree():
     tree = {str(p.relative_to(ROOT)) for d in ("bench", "methods", "tasks") for p in (ROOT / d).rglob("*.py")
             if p.name != "__init__.py"}
     assert listed == tree, f"docs/architecture.md lists {sorted(listed - tree)} (gone) and misses {sorted(tree - listed)}"
+
+
+def test_every_documented_entry_point_exists():
+    """Every ``python -m bench.X`` and ``--module bench.X`` the README, the docs and the Makefile show is a module."""
+    import importlib.util
+
+    texts = [(ROOT / "README.md").read_text(), (ROOT / "Makefile").read_text(),
+             *(p.read_text() for p in (ROOT / "docs").glob("*.md"))]
+    shown = {m for text in texts for m in re.findall(r"(?:-m|--module) (bench(?:\.\w+)+)", text)}
+    assert {"bench.run", "bench.sweep", "bench.compare", "bench.environment"} <= shown
+    missing = sorted(m for m in shown if importlib.util.find_spec(m) is None)
+    assert not missing, f"documented but not a module: {missing}"

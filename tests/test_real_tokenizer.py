@@ -30,7 +30,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def spo():
-    task = compose_cfg("task=triples", f"task.data.train={SPO_TEST}", f"task.data.test={SPO_TEST}").task
+    task = compose_cfg("task=triples_zh", f"task.data.train={SPO_TEST}", f"task.data.test={SPO_TEST}").task
     return task, splits.load(task, "test")
 
 

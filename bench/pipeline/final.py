@@ -8,6 +8,10 @@ are left out there.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +20,8 @@ from bench.core import results, stats
 from bench.models import kbit
 from bench.pipeline import evaluate, forgetting
 from bench.taskdata import encoding, family, splits, taskcfg
+
+log = logging.getLogger(__name__)
 
 RESAMPLES = 1000   # bootstrap draws over test records: the interval's ends move < 0.005 between seeds of it
 
@@ -36,6 +42,15 @@ class Trained:
     ability: dict[str, Any] = field(default_factory=dict)
     base_info: dict[str, Any] = field(default_factory=dict)
     train_records: int = 0
+
+
+@contextlib.contextmanager
+def timed(what: str, switch: str) -> Iterator[None]:
+    """Log how long a measurement beside the table's scores took, and the setting that makes it cheaper or skips it:
+    on a real model these cost minutes a user may not want."""
+    start = time.perf_counter()
+    yield
+    log.info("%s: %.1f s (%s)", what, time.perf_counter() - start, switch)
 
 
 def as_reloaded(model: Any) -> Any:
@@ -86,8 +101,9 @@ def finish(cfg: Any, ran: Trained, out: Path) -> dict[str, Any]:
     scores["split"], test = split, split == "test"
     if test:   # forgetting before latency, which merges an adapter into the weights for good
         scores["bootstrap"] = interval(cfg.task, rows)
-        scores.update(forgetting.after(ran.model, ran.tokenizer, cfg, ran.base_info, ran.ability,
-                                       generate_fn=ran.generate_fn))
+        with timed("forgetting after tuning", "forgetting.measure=none skips it"):
+            scores.update(forgetting.after(ran.model, ran.tokenizer, cfg, ran.base_info, ran.ability,
+                                           generate_fn=ran.generate_fn))
     sizes = ran.saver(ran.model, out, cfg.method)
     summary = ran.summary_fn(ran.model, ran.hooks_state) if ran.summary_fn else None
     results.write_jsonl(out / "predictions.jsonl", rows)
@@ -96,9 +112,11 @@ def finish(cfg: Any, ran: Trained, out: Path) -> dict[str, Any]:
         if cfg.method.mergeable and bits:   # no merging into k-bit weights
             scores["merge_skipped"] = (f"{bits}-bit base: merge_and_unload would round the adapter into quantized "
                                        "weights, so merged latency is not measured")
-        scores.update(evaluate.inference_latency(ran.model, ran.tokenizer, records, cfg.task, cfg.eval.latency,
-                                                 merge=bool(cfg.method.mergeable) and bits is None,
-                                                 generate_fn=ran.generate_fn))
+        with timed("inference latency", f"eval.latency.records={cfg.eval.latency.records} and "
+                   f"eval.latency.repeats={cfg.eval.latency.repeats} set its cost"):
+            scores.update(evaluate.inference_latency(ran.model, ran.tokenizer, records, cfg.task, cfg.eval.latency,
+                                                     merge=bool(cfg.method.mergeable) and bits is None,
+                                                     generate_fn=ran.generate_fn))
     task_info = {**taskcfg.task_info(cfg.task), "splits": {"train": ran.train_records, split: len(records)}}
     train_info = {"eval_loss": loss, "eval_answers_cut": cut, "adapter_bytes": sizes.pop("adapter"),
                   "adapter_bytes_variants": sizes, "method_summary": summary}

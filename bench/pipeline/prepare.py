@@ -15,7 +15,7 @@ import hydra
 
 from bench.core.errors import input_errors
 from bench.models import checks, dtypes, loading
-from bench.pipeline import budget, costs, curve, distributed, engine_setup, estimate, forgetting, tinybase, train
+from bench.pipeline import budget, costs, curve, distributed, engine_setup, estimate, final, forgetting, tinybase, train
 from bench.taskdata import encoding, family, splits
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,16 @@ def prepare(cfg: Any, out: Path, memory: costs.MemoryBook) -> Prepared:
     memory.start()
     tokenizer, model, base_info = loading.load(cfg, tiny_base)
     checks.check_loaded(cfg, model)
-    ability = forgetting.before(model, tokenizer, cfg, base_info) if cfg.eval.split == "test" else {}   # untouched
+    with final.timed("forgetting: the base's own ability", "forgetting.measure=none skips it"):
+        ability = forgetting.before(model, tokenizer, cfg, base_info) if cfg.eval.split == "test" else {}   # untouched
     model_config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
     tokenizer.save_pretrained(out / "tokenizer")
     transformers.set_seed(int(cfg.seed))  # after the base, which may have been built (and drawn numbers) just now
     model = adapted(model, cfg.method, cfg.model, cfg.train)
     params = costs.parameter_counts(model)
     examples = family.of(cfg.model).encode(train_records, tokenizer, cfg.task)
+    log.info("the first training prompt, as the model sees it (task.instruction, task.prompt_template):\n%s",
+             encoding.prompt_text(train_records[0], cfg.task, tokenizer))
     with memory.excluded():
         distributed.ensure_distributed()
         if memory.tracker.active:

@@ -107,7 +107,10 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
             progress.update()
         if (step + 1) % log_every == 0 and progress is not None:   # one device read per log_every steps
             recent = torch.stack(sums[-log_every:]).sum(dim=0)
-            progress.set_postfix(loss=f"{float(recent[0] / recent[1]):.4f}", refresh=False)
+            loss = float(recent[0] / recent[1])
+            progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            log.info("%s: step %d/%d, loss %.4f (last %d steps), %.1f s", desc, step + 1, steps, loss, log_every,
+                     time.perf_counter() - start - probing)   # run.log's record of the progress bar
         if probe is not None and every and (step + 1) % every == 0 and step + 1 < steps:
             spent = {"step": step + 1, "tokens": total_over_ranks(tokens, engine.device),
                      "seconds": time.perf_counter() - start - probing}
