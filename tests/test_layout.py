@@ -102,3 +102,14 @@ def test_every_documented_entry_point_exists():
     assert {"bench.run", "bench.sweep", "bench.compare", "bench.environment"} <= shown
     missing = sorted(m for m in shown if importlib.util.find_spec(m) is None)
     assert not missing, f"documented but not a module: {missing}"
+
+
+def test_the_sweeps_commands_run_entry_points():
+    """conf/sweep.yaml's cell, base and search commands name modules that do something when run (a library module
+    without a ``__main__`` block exits 0 at once: a base step that silently built nothing)."""
+    sweep = OmegaConf.load(CONF / "sweep.yaml")
+    for key in ("cell_cmd", "base_cmd", "search_cmd"):
+        cmd = [str(a) for a in sweep[key]]
+        module = cmd[cmd.index("--module" if "--module" in cmd else "-m") + 1]
+        path = ROOT / (module.replace(".", "/") + ".py")
+        assert path.is_file() and '__name__ == "__main__"' in path.read_text(), f"{key}: {module} is no entry point"
