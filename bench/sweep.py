@@ -136,7 +136,7 @@ def run_cell(cfg: DictConfig, cell: Cell, root: Path, *, base_error: str | None 
                                             recorded=lambda: status_of(out / "result.json") not in (None, "running"))
     status = status_of(out / "result.json")
     if status in (None, "running"):
-        record_failure(out, cell, f"the cell exited with code {code} without recording a result; "
+        record_failure(out, cell, f"the cell {launching.exit_reason(code)} without recording a result; "
                                   f"see {out / 'run.log'}")
         status = "failed"
     return status

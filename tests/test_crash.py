@@ -114,3 +114,17 @@ def test_sigterm_mid_training_is_recorded_as_failed(tmp_path: Path, local_model:
     assert proc.wait(timeout=60) == 1
     info = record(out)["run_info"]
     assert info["status"] == "failed" and info["error"] == "Interrupted: stopped by SIGTERM", info
+
+
+def test_a_cell_killed_by_sigkill_is_recorded_as_failed_naming_the_signal(tmp_path: Path) -> None:
+    """What the kernel's OOM killer leaves (no record, exit -9): the sweep records a failure that names SIGKILL and
+    its likely cause, never a run left ``running``."""
+    sweep_dir = tmp_path / "sweep"
+    kill = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    cmd = [sys.executable, "-m", "bench.sweep", "methods=[lora]", f"sweep_dir={sweep_dir}",
+           f"cell_cmd=[python,-c,'{kill}']", "base_cmd=null", "report=false"]
+    done = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, (done.stdout + done.stderr)[-3000:]
+    info = record(sweep_dir / "tiny_llama" / "triples_synth" / "lora" / "seed0")["run_info"]
+    assert info["status"] == "failed" and "killed by SIGKILL" in info["error"], info
+    assert "likely out of memory" in info["error"] and "train.micro_batch_size" in info["error"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -130,3 +131,19 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_mtime_ns, st.st_size
+
+
+def exit_reason(code: int) -> str:
+    """A launcher's exit status in words: the signal that ended it where the status says one did (a negative code
+    from Python, 128+N from a shell, 256-N from ``sys.exit(-N)``, as DeepSpeed's launcher passes its worker's on),
+    with the likely cause of a SIGKILL; else the code."""
+    number = -code if code < 0 else code - 128 if 128 < code < 160 else 256 - code if 224 < code < 256 else None
+    try:
+        name = signal.Signals(number).name if number else None
+    except ValueError:
+        name = None
+    if name is None:
+        return f"exited with code {code}"
+    cause = (" (likely out of memory: the kernel's OOM killer sends SIGKILL; lower train.micro_batch_size, see "
+             "`make memory`)") if name == "SIGKILL" else ""
+    return f"was killed by {name} (exit code {code}){cause}"
