@@ -2,11 +2,12 @@
 
 ``python -m bench.gpucheck [--precisions fp16,bf16] [--out results/gpu-check] [-- run overrides…]`` (``make
 gpu-check``) runs ``sweep=ci`` once per precision (concurrently: the cells are small beside a GPU, and the check
-must fit ~8 minutes of a lent one), then ``bench.pipeline.reload``'s check on every run: the base in the run's precision,
-the adapter through plain ``from_pretrained``, decoding at batch 1, at the eval batch and one record at a time with
-plain ``generate``. One line per (precision, method); exit 1 when any run failed or differs from its own report.
-First the environment is checked against the lock (``bench.core.environment``): a GPU image's own torch and transformers
-are named as drift in the output rather than silently measured. On CPU, ``--precisions bf16`` dry-runs it.
+must fit ~8 minutes of a lent one), then ``bench.pipeline.reload``'s check on every run: the base in the run's
+precision, the adapter through plain ``from_pretrained``, decoding at batch 1, at the eval batch and one record at a
+time with plain ``generate``. One line per (precision, method); exit 1 when any run failed or differs from its own
+report. First the environment is checked against the lock (``bench.core.environment``): a GPU image's own torch and
+transformers are named as drift in the output rather than silently measured. On CPU, ``--precisions bf16`` dry-runs
+it.
 """
 
 from __future__ import annotations

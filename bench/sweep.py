@@ -14,7 +14,8 @@ Keys before ``--`` configure the sweep (conf/sweep.yaml); words after it land in
 
 Design: a cell must be its own process anyway (fresh memory figures, a crash touches one cell), so the
 driver is a plain loop over its grid: one progress line per cell with an ETA, one report at the end. A cell is
-over when its worker's record is final; the launcher's own exit overlaps the next cell's start (``bench.sweeping.launching``).
+over when its worker's record is final; the launcher's own exit overlaps the next cell's start
+(``bench.sweeping.launching``).
 Hydra multirun still cuts grids: each axis also takes one value, so ``-m methods=lora,full`` makes a job
 per slice for any Hydra launcher (submitit → SLURM), and the ``MultirunReport`` callback reports after.
 Resume reads the JSONs only: a success recorded with the config hash this sweep would give the cell is

@@ -34,7 +34,7 @@ def require_lock() -> None:
     and the fix, in seconds, instead of minutes later on a moved base key or moved numbers."""
     from bench.core import environment
 
-    line = environment.describe(environment.drift(), environment.applies())
+    line = environment.check()
     if line:
         pytest.fail(line, pytrace=False)
 

@@ -66,8 +66,8 @@ _ALL = (
     Metric("infer_ms_merged", "eval_info", False, "Merged", "ms/record", digits=2, noisy=True),
     Metric("infer_ms_base", "eval_info", False, "Base model", "ms/record", digits=2, noisy=True),
     Metric("merged_agreement", "eval_info", True, "Merged = unmerged", bounds=UNIT),
-    # The base's own ability before and after tuning (bench/pipeline/forgetting.py): the source task's primary metric (signed so
-    # that higher is better) for a tiny base,
+    # The base's own ability before and after tuning (bench/pipeline/forgetting.py): the source task's primary metric
+    # (signed so that higher is better) for a tiny base,
     # else the mean log-likelihood per token of general text (minus its cross-entropy, so that a model that
     # forgot more scores lower there too). Either way higher is better, and forgetting = before - after: the
     # ability lost, lower is better (negative: tuning improved it). The unit is the measure's

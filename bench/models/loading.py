@@ -109,10 +109,12 @@ def load(cfg: Any, base_info: dict[str, Any] | None = None
 def _load(cfg: Any, base_info: dict[str, Any] | None, quantization: Any
           ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict[str, Any]]:
     """The run's tokenizer, base model and a description of where the base came from (``base_info``: for a tiny
-    model, the base the caller ensured with ``bench.pipeline.tinybase.ensure``; this module sits below bench.pipeline.tinybase)."""
+    model, the base the caller ensured with ``bench.pipeline.tinybase.ensure``; this module sits below
+    bench.pipeline.tinybase)."""
     if cfg.model.source == "tiny":
         if not base_info:
-            raise ValueError("a tiny model loads the base bench.pipeline.tinybase.ensure(cfg) built: pass its info as base_info")
+            raise ValueError("a tiny model loads the base bench.pipeline.tinybase.ensure(cfg) built: pass its info as "
+                             "base_info")
         tokenizer, model = load_pretrained(base_info["path"], cfg.model, quantization)
         return tokenizer, model, base_info
     if cfg.model.source == "hub":

@@ -68,8 +68,9 @@ class CpuTracker:
     In ``exact`` mode glibc maps every allocation of ``threshold`` bytes or more on its own and unmaps it when freed
     (by default it keeps freed memory of up to 32 MiB for reuse, so RSS says more about the heap's history than about
     what a run needs). That mode costs CPU training ~20 % (page faults on every large tensor), so training runs in
-    ``fast`` mode (glibc's own steady state) and only the steps that bound the peak (``bench.taskdata.encoding.peak_steps``) are
-    measured in ``exact`` mode, after ``malloc_trim`` has returned the freed heap, from a reset high-water mark.
+    ``fast`` mode (glibc's own steady state) and only the steps that bound the peak
+    (``bench.taskdata.encoding.peak_steps``) are measured in ``exact`` mode, after ``malloc_trim`` has returned the
+    freed heap, from a reset high-water mark.
     """
 
     def __init__(self, threshold: int | None) -> None:
@@ -115,8 +116,8 @@ class CpuTracker:
             self.fast()
 
     def watcher(self, steps: set[int]) -> Callable[[int], contextlib.AbstractContextManager] | None:
-        """``watch(step)`` for ``bench.pipeline.train.fit``: a measuring window on ``steps``, nothing elsewhere (None off CPU
-        tracking, where the peak is CUDA's own statistic or the process's)."""
+        """``watch(step)`` for ``bench.pipeline.train.fit``: a measuring window on ``steps``, nothing elsewhere (None off
+        CPU tracking, where the peak is CUDA's own statistic or the process's)."""
         if not self.active:
             return None
         self.fast()

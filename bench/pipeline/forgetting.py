@@ -56,7 +56,8 @@ def general_text() -> str:
 
 def windows(tokenizer: Any, text: str, *, window: int, max_tokens: int) -> list[list[int]]:
     """Equal windows of the text's first ``max_tokens`` tokens, each led by bos where the tokenizer has one
-    (as every prompt is, ``bench.taskdata.encoding.prompt_ids``); a last partial window is dropped unless it is the only one."""
+    (as every prompt is, ``bench.taskdata.encoding.prompt_ids``); a last partial window is dropped unless it is the
+    only one."""
     ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids[:max_tokens]   # longer than a window
     lead = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     step = max(1, window - len(lead))

@@ -3,7 +3,8 @@
 ``python -m bench.reproduce RUN_DIR [--batch-size N …] [--plain]`` (``make reproduce RUN=…``) loads the
 run's base exactly as the run did, puts the saved weights on it the way a user would (the method YAML's
 ``loader``: plain ``PeftModel.from_pretrained`` for PEFT adapters, the trained tensors into the base for
-full/freeze), with the base in the precision the run trained in (fp16/bf16 under DeepSpeed), regenerates the eval records, and compares with ``predictions.jsonl`` and ``eval_info``.
+full/freeze), with the base in the precision the run trained in (fp16/bf16 under DeepSpeed), regenerates the eval
+records, and compares with ``predictions.jsonl`` and ``eval_info``.
 ``--plain`` also decodes one record at a time with ``model.generate`` and no method hook, as a user of
 PEFT alone would. Exit status 0 when every prediction and quality figure is identical, 1 otherwise.
 """

@@ -23,7 +23,8 @@ from bench.taskdata import datachecks, family
 POSITIVE = ("train.steps", "train.micro_batch_size", "train.grad_accum", "method.lr", "eval.batch_size",
             "task.max_length", "task.max_new_tokens", "eval.max_new_tokens", "forgetting.window",
             "forgetting.max_tokens", "forgetting.batch_size")
-OPTIONAL_COUNTS = ("eval.max_records", "eval.curve.every", "eval.curve.patience", "train.budget.tokens", "task.data.max_records.train", "task.data.max_records.validation",
+OPTIONAL_COUNTS = ("eval.max_records", "eval.curve.every", "eval.curve.patience", "train.budget.tokens",
+                   "task.data.max_records.train", "task.data.max_records.validation",
                    "task.data.max_records.test")
 CHOICES = {"train.schedule": ("cosine", "linear", "constant"), "deepspeed.precision": ("auto", "fp16", "bf16", "fp32"),
            "model.source": ("tiny", "hub", "local", "package"),
