@@ -4,7 +4,7 @@
 # every package to its newest release, or --upgrade-package NAME[==VERSION] for one. A change that moves the lock
 # rebuilds the baselines and the README's measured tables in the same commit (README "The locked environment").
 set -euo pipefail
-compile=(.venv/bin/pip-compile pyproject.toml --extra dev --extra kbit --strip-extras --quiet
+compile=(.venv/bin/pip-compile pyproject.toml --extra dev --extra kbit --extra trackers --strip-extras --quiet
          --no-emit-index-url --no-emit-find-links "$@")
 # CPU: torch's +cpu build, a local wheel here (TORCH_WHEELS: a folder or page that serves it elsewhere)
 "${compile[@]}" --find-links "${TORCH_WHEELS:-/opt/wheels}" --output-file requirements/cpu.lock
