@@ -1,7 +1,7 @@
 """Regression verdicts: a sweep against a committed baseline, per (model, task, method, metric).
 
     python -m bench.compare baseline SWEEP_DIR --name NAME          # → results/baselines/NAME.json
-    python -m bench.compare compare SWEEP_DIR --baseline results/baselines/NAME.json [--force] [--noisy]
+    python -m bench.compare compare SWEEP_DIR --baseline results/baselines/NAME.json [--force] [--noisy] [--html]
 
 The rule (settings in conf/compare.yaml): a metric is unchanged while |delta| ≤ floor, with
 
@@ -28,7 +28,9 @@ say but the run computes: the tiny base (``base_info.key``), the world size (``m
 ranks see 8x the data per step) or the resolved precision (``train_info.precision``). Where the package versions
 alone moved the tiny base's key, the refusal says "the libraries changed, not the config" and names them. Other
 differences of package versions, device or git SHA are shown, not refused: they are what a regression check is for.
-Exit: 0 nothing regressed, 1 something regressed or went missing.
+Exit: 0 nothing regressed, 1 something regressed or went missing. ``--html`` also writes SWEEP_DIR/report/report.html
+again (bench.analysis.html_report) with this verdict as its first section; a later ``make report`` writes the page
+without it.
 """
 
 from __future__ import annotations
@@ -292,7 +294,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not (args.noisy or rules.get("noisy")):
         notes.append("times, memory and speed are noisy and not judged (`--noisy` to judge them loosely)")
     title = f"Regression check: `{args.sweep_dir}` against `{args.baseline}`"
-    sys.stdout.write(markdown(rows, title=title, notes=notes, changed_only=args.changed))
+    text = markdown(rows, title=title, notes=notes, changed_only=args.changed)
+    sys.stdout.write(text)
+    if args.html:
+        from bench.analysis import tables   # matplotlib and plotly: only for the page
+
+        log.info("verdict written into %s, its first section", tables.write_html(args.sweep_dir, verdict=text))
     return 1 if any(r.verdict in FAILING for r in rows) else 0
 
 
@@ -310,6 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check.add_argument("--force", action="store_true", help="compare even when configs or the tiny base differ")
     check.add_argument("--noisy", action="store_true", help="also judge times, memory and speed (loosely)")
     check.add_argument("--changed", action="store_true", help="list only rows that are not unchanged")
+    check.add_argument("--html", action="store_true",
+                       help="also write SWEEP_DIR/report/report.html with this verdict as its first section")
     check.add_argument("--rules", type=Path, default=RULES, help="floors, alpha, correction (conf/compare.yaml)")
     return parser.parse_args(argv)
 

@@ -1,5 +1,5 @@
 """``python -m bench.report SWEEP_DIR [--no-figures]`` (``make report``): the tables and figures of a sweep
-(bench.analysis.tables), built from its result JSONs only."""
+(bench.analysis.tables) and its one-page report.html (bench.analysis.html_report), built from its result JSONs only."""
 
 from __future__ import annotations
 
@@ -30,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         log.error("%s", err)
         return 2
-    log.info("%d runs (%d not successful)\ntables: %s\nfigures: %s", written["runs"], written["failed"],
+    log.info("%d runs (%d not successful)\ntables: %s\nfigures: %s\npage: %s (%.1f MB; opens offline)",
+             written["runs"], written["failed"],
              ", ".join(str(written[k]) for k in ("table.md", "table.csv", "table.tex")),
-             args.sweep_dir / "report" / "figures" if written["figures"] else "(skipped)")
+             args.sweep_dir / "report" / "figures" if written["figures"] else "(skipped)", written["report.html"],
+             written["report.html"].stat().st_size / 1e6)
     return 0
 
 

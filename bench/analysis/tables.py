@@ -2,10 +2,11 @@
 
 ``python -m bench.report SWEEP_DIR`` writes, under ``SWEEP_DIR/report/``: ``table.md`` (one table per
 model × task, then the runs that did not succeed), ``table.tex`` (booktabs), ``table.csv`` (the same
-summary as numbers: ``<metric>_mean``/``_std`` in stored units), ``runs.csv`` (one row per run) and the
-figures (see bench.analysis.plots). Each table shows the task's declared metrics (its primary metric first) between
-the harness's cost columns. With several seeds a cell is "mean ± std" over the successful seeds; the best
-value of each column is bold, "best" read from the declared directions (bench.core.metrics).
+summary as numbers: ``<metric>_mean``/``_std`` in stored units), ``runs.csv`` (one row per run), the
+figures (see bench.analysis.plots) and ``report.html``, all of it on one offline page (bench.analysis.html_report).
+Each table shows the task's declared metrics (its primary metric first) between the harness's cost columns. With
+several seeds a cell is "mean ± std" over the successful seeds; the best value of each column is bold, "best" read
+from the declared directions (bench.core.metrics).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from bench.analysis import evidence, plots, tuning_plots
+from bench.analysis import evidence, html_report, plots, tuning_plots
 from bench.core import metrics
 from bench.core.labels import MEM_KINDS
 from bench.core.metrics import (
@@ -162,6 +163,24 @@ def groups(runs: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple[str, str
         yield model, task, group, runs[(runs["model"] == model) & (runs["task"] == task)]
 
 
+def notes(group: pd.DataFrame, mine: pd.DataFrame, cat: Catalog) -> list[str]:
+    """What follows one (model, task)'s table, as Markdown: its primary metric and evidence, what forgetting
+    measured, the inference latency table (table.md and report.html both show them)."""
+    parts, primary = [], metrics.primary(mine)
+    if primary:
+        parts.append(f"Primary metric: {metrics.metric(primary, cat).label} (`{primary}`), as the task declares. "
+                     + evidence.note(group) + "\n")
+    note = forgetting_note(mine)
+    if note:
+        parts.append(note + "\n")
+    if group["infer_ms_adapter_mean"].notna().any():
+        setting = mine[["latency_new_tokens", "latency_batch_size"]].dropna().head(1)
+        how = (f"exactly {int(setting.iloc[0, 0])} new tokens per record, batch {int(setting.iloc[0, 1])}"
+               if not setting.empty else "fixed-length generation")
+        parts += [f"### Inference latency ({how}; ms per record)\n", inference(group, mine) + "\n"]
+    return parts
+
+
 def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str, cat: Catalog) -> str:
     """The whole Markdown report: one table per (model, task), then the runs that did not succeed."""
     counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
@@ -173,19 +192,8 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str, cat: Catalog
         shown = table(group, keys, cat)
         align = ["left", "left", "right"] + ["right"] * (len(shown.columns) - 3)
         text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)   # keep "0.980", not 0.98
-        primary = metrics.primary(mine)
         parts += [f"## {model} · {task}\n", text + "\n"]
-        if primary:
-            parts.append(f"Primary metric: {metrics.metric(primary, cat).label} (`{primary}`), as the task declares. "
-                         + evidence.note(group) + "\n")
-        note = forgetting_note(mine)
-        if note:
-            parts.append(note + "\n")
-        if group["infer_ms_adapter_mean"].notna().any():
-            setting = mine[["latency_new_tokens", "latency_batch_size"]].dropna().head(1)
-            how = (f"exactly {int(setting.iloc[0, 0])} new tokens per record, batch {int(setting.iloc[0, 1])}"
-                   if not setting.empty else "fixed-length generation")
-            parts += [f"### Inference latency ({how}; ms per record)\n", inference(group, mine) + "\n"]
+        parts += notes(group, mine, cat)
     failed = runs[runs["status"] != "success"]
     if not failed.empty:
         rows = failed[["model", "task", "method", "seed", "status", "error", "log_path"]].copy()
@@ -206,17 +214,36 @@ def latex(runs: pd.DataFrame, summary: pd.DataFrame, cat: Catalog) -> str:
     return "\n".join(blocks)
 
 
+def prepare(sweep_dir: Path) -> tuple[pd.DataFrame, Catalog, pd.DataFrame]:
+    """A sweep's runs, their metric catalog and the summary with its evidence columns: what every output reads."""
+    runs = load_runs(sweep_dir)
+    summary = evidence.columns(runs, summarize(runs), root=sweep_dir, verdicts=evidence.read(sweep_dir, runs))
+    return runs, metrics.catalog_of(runs), summary
+
+
+def write_html(sweep_dir: Path, *, verdict: str | None = None,
+               prepared: tuple[pd.DataFrame, Catalog, pd.DataFrame] | None = None) -> Path:
+    """``sweep_dir/report/report.html`` (bench.analysis.html_report): the tables and notes of table.md, interactive
+    figures, and ``verdict`` (bench.compare's Markdown) first where given; returns its path."""
+    runs, cat, summary = prepared or prepare(sweep_dir)
+    sections = [html_report.Section(model, task, table(group, columns(mine), cat), notes(group, mine, cat), mine)
+                for model, task, group, mine in groups(runs, summary)]
+    return html_report.write(Path(sweep_dir) / "report" / "report.html", runs=runs, sections=sections, cat=cat,
+                             title=f"Sweep report: {Path(sweep_dir).resolve().name}", verdict=verdict,
+                             choices=evidence.choices(sweep_dir))
+
+
 def write_report(sweep_dir: Path, *, figures: bool = True) -> dict[str, Any]:
     """Tables (and figures) of ``sweep_dir`` under ``sweep_dir/report``; returns what was written where."""
     sweep_dir = Path(sweep_dir)
-    runs, out = load_runs(sweep_dir), sweep_dir / "report"
-    cat = metrics.catalog_of(runs)
-    summary = evidence.columns(runs, summarize(runs), root=sweep_dir, verdicts=evidence.read(sweep_dir, runs))
+    runs, cat, summary = prepared = prepare(sweep_dir)
+    out = sweep_dir / "report"
     written: dict[str, Any] = {name: out / name for name in ("table.md", "table.csv", "table.tex", "runs.csv")}
     write_atomic(written["table.md"], markdown(runs, summary, f"Sweep report: {sweep_dir.resolve().name}", cat))
     write_atomic(written["table.csv"], summary.to_csv(index=False))
     write_atomic(written["table.tex"], latex(runs, summary, cat))
     write_atomic(written["runs.csv"], runs.drop(columns=["loss_curve", "curve"]).to_csv(index=False))
+    written["report.html"] = write_html(sweep_dir, prepared=prepared)
     written["figures"] = (plots.write_figures(runs, out / "figures")
                           + tuning_plots.write(runs, evidence.choices(sweep_dir), out / "figures", cat)) if figures else []
     written["runs"], written["failed"] = len(runs), int((runs["status"] != "success").sum())
