@@ -84,7 +84,8 @@ def result_sections(ready: Any, fit: dict[str, Any], sections: dict[str, Any]) -
 
     train_info = {**fit, **sections.pop("train_info"), **ready.params, "precision": ready.precision,
                   "answers_cut": encoding.answers_cut(ready.examples),
-                  "pad_share": encoding.pad_share(ready.examples, ready.plan)}
+                  "pad_share": encoding.pad_share(ready.examples, ready.plan),
+                  **encoding.packing(ready.examples, ready.plan)}
     return {"train_info": train_info, **sections, "base_info": ready.base_info}
 
 

@@ -15,7 +15,8 @@ import hydra
 
 from bench.core.errors import input_errors
 from bench.models import checks, dtypes, loading
-from bench.pipeline import budget, costs, curve, distributed, engine_setup, estimate, final, forgetting, tinybase, train
+from bench.pipeline import (budget, costs, curve, distributed, engine_setup, estimate, final, forgetting, tinybase,
+                            train, validate)
 from bench.taskdata import encoding, family, splits
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def prepare(cfg: Any, out: Path, memory: costs.MemoryBook) -> Prepared:
     memory.start()
     tokenizer, model, base_info = loading.load(cfg, tiny_base)
     checks.check_loaded(cfg, model)
+    validate.check_packed_attention(cfg, model)   # train.packing: records packed in a row stay apart
     with final.timed("forgetting: the base's own ability", "forgetting.measure=none skips it"):
         ability = forgetting.before(model, tokenizer, cfg, base_info) if cfg.eval.split == "test" else {}   # untouched
     model_config, vocab = model.config, int(model.get_output_embeddings().weight.shape[0])
@@ -98,7 +100,7 @@ def prepare(cfg: Any, out: Path, memory: costs.MemoryBook) -> Prepared:
         if memory.tracker.active:
             engine_setup.warm_up()
     plan = encoding.BatchPlan.of(cfg.train, seed=int(cfg.seed), rank=int(os.environ["RANK"]),
-                                 world=int(os.environ["WORLD_SIZE"]))
+                                 world=int(os.environ["WORLD_SIZE"]), max_length=int(cfg.task.max_length))
     precision = dtypes.resolve(cfg.deepspeed)
     ds_config = engine_setup.deepspeed_config(cfg.deepspeed, micro_batch_size=plan.micro_batch_size,
                                        grad_accum=plan.grad_accum, grad_clip=float(cfg.train.grad_clip),

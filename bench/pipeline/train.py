@@ -18,7 +18,7 @@ from tqdm import tqdm
 from bench.pipeline.distributed import any_rank, sum_over_ranks, total_over_ranks
 from bench.pipeline.engine_setup import loss_scale
 from bench.pipeline.losses import token_cross_entropy
-from bench.taskdata import family
+from bench.taskdata import encoding, family
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _optimizer_step(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, g
         batch = next(stream)
         tokens += kind.tokens(batch)   # on the host: no device sync
         batch = {k: v.to(engine.device) for k, v in batch.items()}
-        out = engine(**batch)
+        out = engine(**encoding.model_inputs(batch))   # a packed batch: no padding mask, no cache
         with torch.no_grad():
             ce, n = token_cross_entropy(out.logits.detach(), batch["labels"], shift=kind.label_shift)
             sums += torch.stack([ce.double(), n.double(), out.loss.detach().double() * n])

@@ -44,6 +44,7 @@ def check(cfg: Any) -> list[str]:
     kbit.check(cfg.get("quantization"), cfg.method)
     _task_type(cfg)
     _method(cfg)
+    _packing(cfg)
     _zero_stage(cfg)
     warnings = datachecks.check(cfg.task, tiny=cfg.model.source == "tiny", split=str(cfg.eval.split))
     if cfg.model.source == "tiny":
@@ -180,4 +181,82 @@ def _zero_stage(cfg: Any) -> None:
                               "stage 1 is built and tested so far (DeepSpeed's default there is stage 0); give "
                               '"stage": 1 in it, or leave zero_optimization to deepspeed.zero_stage')
 
+
+PACKING_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")  # masks from restarts
+
+
+def _packing(cfg: Any) -> None:
+    """``train.packing`` only where packed records stay apart: a decoder-only model whose attention transformers masks
+    from restarting position ids, and a method that adds nothing per row; a tiny model is also probed (``_leaks``)
+    on a random build of its architecture."""
+    if not cfg.train.packing:
+        return
+    why = _unpackable(cfg)
+    if why is None and cfg.model.source == "tiny":
+        import torch
+
+        with torch.random.fork_rng(devices=[]):   # build_tiny seeds: leave the run's RNG be
+            model = loading.build_tiny(cfg.model, vocab_size=64, seed=0,
+                                       special={"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2})
+        why = _leaks(model)
+    if why is not None:
+        raise ConfigError(f"train.packing=true cannot train model={cfg.model.name} with method={cfg.method.name}: "
+                          f"{why}; set train.packing=false")
+
+
+def _unpackable(cfg: Any) -> str | None:
+    """Why the config's model or method cannot pack, from their properties (None: nothing found before loading)."""
+    import hydra
+
+    model, method = cfg.model, cfg.method
+    if family.of(model).encoder_decoder:
+        return (f"model.task_type={model.task_type} is an encoder–decoder, whose prompts and answers are separate "
+                "sequences; packing restarts position ids in one decoder-only sequence")
+    if model.get("trust_remote_code"):
+        return ("model.trust_remote_code=true: the model's own code builds its attention mask, and nothing says it "
+                "follows restarting position ids")
+    attention = model.get("attn_implementation")
+    if attention not in PACKING_ATTENTION:
+        return (f"model.attn_implementation={attention or 'null'} (null: the model's default, unknown before it "
+                f"loads); packing needs one of {', '.join(PACKING_ATTENTION)}, whose mask transformers "
+                "derives from restarting position ids")
+    if method.get("peft_config") is not None and hydra.utils.instantiate(method.peft_config).is_prompt_learning:
+        return (f"method.peft_config is a prompt-learning config ({method.peft_config._target_}): its virtual tokens "
+                "or key/value prefixes are added once per row, so the records packed into a row would share them")
+    return None
+
+
+def check_packed_attention(cfg: Any, model: Any) -> None:
+    """On the loaded base, before the method: packed records must not see each other (``_leaks``)."""
+    if cfg.train.packing:
+        why = _leaks(model)
+        if why is not None:
+            raise ConfigError(f"train.packing=true cannot train model={cfg.model.name}: {why}; set train.packing=false")
+
+
+def _leaks(model: Any) -> str | None:
+    """Why two records packed in one row are not scored as each alone (None: they are, within a tenth of a leak).
+
+    The second record's logits, packed behind the first with its position ids restarting, against it alone; a leak's
+    size is what the same row gives with position ids running on (plain causal attention across both)."""
+    import torch
+
+    device = next(model.parameters()).device
+    first, second = torch.arange(3, 9, device=device), torch.arange(9, 13, device=device)
+    row = torch.cat([first, second])[None]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            alone = model(input_ids=second[None], use_cache=False).logits[0].float()
+            packed, running = (model(input_ids=row, position_ids=pos[None], use_cache=False).logits[0, 6:].float()
+                               for pos in (torch.cat([torch.arange(6), torch.arange(4)]).to(device),
+                                           torch.arange(10, device=device)))
+    finally:
+        model.train(was_training)
+    gap, leak = float((packed - alone).abs().max()), float((running - alone).abs().max())
+    if gap <= 0.1 * leak:
+        return None
+    return (f"its attention does not keep packed records apart (the second of two packed records' logits move by "
+            f"{gap:.3g} against it alone; attention across both moves them by {leak:.3g})")
 

@@ -146,6 +146,57 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def pack_rows(lengths: list[int], order: list[int], cap: int) -> list[list[int]]:
+    """One micro-batch's records in as few rows of at most ``cap`` tokens as first-fit decreasing finds: longest
+    first (ties in draw order), each into the first row with room; deterministic, none split, none dropped."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(order, key=lambda i: -lengths[i]):
+        if lengths[i] > cap:
+            raise ValueError(f"a record of {lengths[i]} tokens does not fit a packed row of {cap} (task.max_length)")
+        row = next((r for r, left in enumerate(room) if lengths[i] <= left), None)
+        if row is None:
+            rows.append([])
+            room.append(cap)
+            row = len(rows) - 1
+        rows[row].append(i)
+        room[row] -= lengths[i]
+    return rows
+
+
+def collate_packed(rows: list[list[dict[str, Any]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """A packed decoder-only batch: each row holds its records back to back, ``position_ids`` restarting at 0 for each
+    (the padding at a row's end is a block of its own), and each record's first label masked, so no record scores the
+    next one's first token (unpacked, a row's first label is never scored either). ``attention_mask`` marks the real
+    tokens for counting; the model is given none (``model_inputs``)."""
+    width = max(sum(len(e["input_ids"]) for e in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for e in row:
+            n = len(e["input_ids"])
+            ids[r, at:at + n] = torch.tensor(e["input_ids"])
+            labels[r, at + 1:at + n] = torch.tensor(e["labels"][1:])
+            positions[r, at:at + n] = torch.arange(n)
+            mask[r, at:at + n] = 1
+            at += n
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "position_ids": positions}
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the model gets of a training batch. A packed one (it has ``position_ids``) goes without its padding mask
+    and without a cache: transformers derives the block-diagonal causal mask from restarting position ids only where
+    both are None (``masking_utils._preprocess_mask_arguments``); a model left to its default ``use_cache=True``
+    builds an empty cache and lets every record attend to the ones before it in its row."""
+    if "position_ids" not in batch:
+        return batch
+    return {**{k: v for k, v in batch.items() if k != "attention_mask"}, "use_cache": False}
+
+
 def longest(examples: list[dict[str, Any]], cap: int) -> dict[str, int]:
     """The longest input and the longest labels of the examples, at most ``cap`` (what the memory probe sizes)."""
     return {"length": min(cap, max(len(e["input_ids"]) for e in examples)),
@@ -169,8 +220,9 @@ def _rank_orders(lengths: list[int], batch_size: int, *, seed: int, group_by_len
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """The batch settings every stream helper reads, carried once: micro-batch rows, accumulation, the shuffling seed,
-    length grouping, and which of how many data-parallel ranks draws."""
+    """The batch settings every stream helper reads, carried once: micro-batch records, accumulation, the shuffling
+    seed, length grouping, which of how many data-parallel ranks draws, and the packed row length (0: no packing; else
+    each micro-batch's records are packed into rows of at most this many tokens: the same records, fewer rows)."""
 
     micro_batch_size: int
     grad_accum: int = 1
@@ -178,12 +230,23 @@ class BatchPlan:
     group_by_length: bool = False
     rank: int = 0
     world: int = 1
+    pack_to: int = 0
 
     @classmethod
-    def of(cls, train_cfg: Any, *, seed: int, rank: int = 0, world: int = 1) -> BatchPlan:
-        """A run's plan from its ``train`` section."""
+    def of(cls, train_cfg: Any, *, seed: int, rank: int = 0, world: int = 1, max_length: int | None = None
+           ) -> BatchPlan:
+        """A run's plan from its ``train`` section; ``train.packing`` packs rows up to ``max_length`` (task's)."""
+        if train_cfg.packing and max_length is None:
+            raise ValueError("train.packing=true: the plan needs the packed row length (task.max_length)")
         return cls(int(train_cfg.micro_batch_size), int(train_cfg.grad_accum), int(seed),
-                   bool(train_cfg.group_by_length), rank, world)
+                   bool(train_cfg.group_by_length), rank, world, int(max_length) if train_cfg.packing else 0)
+
+    def shape(self, order: list[int], lengths: list[int]) -> tuple[int, int]:
+        """Rows × width of the micro-batch ``order`` draws (packed or not), padding included."""
+        if not self.pack_to:
+            return len(order), max(lengths[i] for i in order)
+        rows = pack_rows(lengths, order, self.pack_to)
+        return len(rows), max(sum(lengths[i] for i in row) for row in rows)
 
     def orders(self, lengths: list[int], *, rank: int | None = None) -> Iterator[list[int]]:
         """The index batches ``rank`` (default: this plan's) draws, pass after pass."""
@@ -197,8 +260,13 @@ def batches(examples: list[dict[str, Any]], plan: BatchPlan, *, pad_id: int) -> 
     With ``world`` data-parallel ranks, every rank draws the same order and keeps every ``world``-th batch
     from its ``rank`` on: the ranks see disjoint batches, and together one pass over the data.
     """
-    for order in plan.orders([length(e) for e in examples]):
-        yield collate([examples[i] for i in order], pad_id)
+    lengths = [length(e) for e in examples]
+    for order in plan.orders(lengths):
+        if plan.pack_to:
+            yield collate_packed([[examples[i] for i in row] for row in pack_rows(lengths, order, plan.pack_to)],
+                                 pad_id)
+        else:
+            yield collate([examples[i] for i in order], pad_id)
 
 
 def steps_for_tokens(examples: list[dict[str, Any]], plan: BatchPlan, *, tokens: int, cap: int) -> int:
@@ -221,7 +289,7 @@ def peak_steps(examples: list[dict[str, Any]], plan: BatchPlan, *, steps: int) -
     (rows × width: activations) and the most attention cells (rows × width²)."""
     lengths = [length(e) for e in examples]
     stream = plan.orders(lengths)
-    shapes = [[(len(order), max(lengths[i] for i in order)) for order in (next(stream) for _ in range(plan.grad_accum))]
+    shapes = [[plan.shape(order, lengths) for order in (next(stream) for _ in range(plan.grad_accum))]
               for _ in range(steps)]
     if not shapes:
         return set()
@@ -236,6 +304,18 @@ def pad_share(examples: list[dict[str, Any]], plan: BatchPlan) -> float:
     real = padded = 0
     for order in batch_order(lengths, plan.micro_batch_size, seed=plan.seed, group_by_length=plan.group_by_length):
         real += sum(lengths[i] for i in order)
+        if plan.pack_to:   # decoder-only: one sequence per record
+            rows, width = plan.shape(order, lengths)
+            padded += rows * width
+            continue
         padded += sum(max(examples[i]["widths"][k] for i in order) for k in range(len(examples[order[0]]["widths"]))) \
             * len(order)
     return 1 - real / padded if padded else 0.0
+
+
+def packing(examples: list[dict[str, Any]], plan: BatchPlan) -> dict[str, Any]:
+    """Whether the run packed, and its rows per record over one pass of training batches (1.0 unpacked)."""
+    lengths = [length(e) for e in examples]
+    orders = batch_order(lengths, plan.micro_batch_size, seed=plan.seed, group_by_length=plan.group_by_length)
+    rows = sum(plan.shape(order, lengths)[0] for order in orders)
+    return {"packing": bool(plan.pack_to), "rows_per_record": rows / len(examples) if examples else 1.0}
