@@ -33,31 +33,39 @@ def train_and_evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """The work of a run, after validation, as its phases: set up → train → final evaluation → the result's sections.
     The evaluated split (``eval.split``: test, or validation for a search's candidates) is read only after
     training, and a run on validation never reads the test split at all."""
-    from bench.pipeline import costs, final, prepare
+    from bench.pipeline import costs, final, prepare, trackers
 
     memory = costs.MemoryBook(cfg.train.cpu_mmap_threshold)
     phases = {"process_start": _process_start(), "imported": time.time()}
-    ready = prepare.prepare(cfg, out, memory)
-    phases["train_start"] = time.time()
-    fit = train_phase(ready, memory, train_cfg=cfg.train, eval_cfg=cfg.eval, name=str(cfg.method.name))
-    phases["train_end"] = time.time()
-    sections = final.finish(cfg, handoff(ready, cfg.method), out)
-    if ready.plan.rank != 0:   # rank 0 alone saves, times inference and writes
-        return {"phases": phases}
-    phases["eval_end"] = time.time()
-    return {**result_sections(ready, fit, sections), "phases": phases}
+    rank, config = int(os.environ.get("RANK", "0")), OmegaConf.to_container(cfg, resolve=True)
+    with trackers.opened(cfg.get("logger"), config=config, out_dir=out, rank=rank) as live:   # live curves
+        ready = prepare.prepare(cfg, out, memory)
+        phases["train_start"] = time.time()
+        fit = train_phase(ready, memory, train_cfg=cfg.train, eval_cfg=cfg.eval, name=str(cfg.method.name),
+                          tracker=live)
+        phases["train_end"] = time.time()
+        sections = final.finish(cfg, handoff(ready, cfg.method), out)
+        if ready.plan.rank != 0:   # rank 0 alone saves, times inference and writes
+            return {"phases": phases}
+        phases["eval_end"] = time.time()
+        done = result_sections(ready, fit, sections)
+        live.log_final(fit["steps"], trackers.final_values(done))
+    return {**done, "phases": phases}
 
 
-def train_phase(ready: Any, memory: Any, *, train_cfg: Any, eval_cfg: Any, name: str) -> dict[str, Any]:
-    """Train to the budget; the fit's record with its memory, budget and learning curve."""
-    from bench.pipeline import budget, train
+def train_phase(ready: Any, memory: Any, *, train_cfg: Any, eval_cfg: Any, name: str,
+                tracker: Any = None) -> dict[str, Any]:
+    """Train to the budget; the fit's record with its memory, budget and learning curve (mirrored to ``tracker``,
+    bench.pipeline.trackers, as it trains)."""
+    from bench.pipeline import budget, train, trackers
     from bench.taskdata import encoding
 
+    live = tracker or trackers.NONE
     watch = memory.arm(encoding.peak_steps(ready.examples, ready.plan, steps=ready.steps))
     fit = train.fit(ready.engine, ready.stream, steps=ready.steps, grad_accum=ready.plan.grad_accum,
                     log_every=int(train_cfg.log_every), hooks=ready.hooks, desc=f"train {name}",
-                    seconds=train_cfg.budget.seconds, every=int(eval_cfg.curve.every), probe=ready.probe,
-                    watch=watch)
+                    seconds=train_cfg.budget.seconds, every=int(eval_cfg.curve.every),
+                    probe=trackers.mirrored(ready.probe, live), watch=watch, tracker=live)
     used = memory.record(ready.estimate)
     check = used["mem_estimate"]
     log.info("memory: %.3f GiB measured above the start; estimate: %s", check["measured_bytes"] / 2**30,

@@ -23,9 +23,9 @@ from bench.core import metrics
 log = logging.getLogger(__name__)
 
 FORMAT = 3   # 3: entries carry their task's metric declaration (task_metrics, primary_metric)
-# Config keys that say where a run lives, not what it computes. The config hash keeps cache_dir, so
-# configs are diffed key by key instead of by hash; the base itself is checked by its key.
-LOCATION_KEYS = ("seed", "out_dir", "cache_dir")
+# Config keys that say where a run lives (or is mirrored: logger), not what it computes. The config hash keeps
+# cache_dir, so configs are diffed key by key instead of by hash; the base itself is checked by its key.
+LOCATION_KEYS = ("seed", "out_dir", "cache_dir", "logger")
 FINGERPRINT = ("config_hash", "base_key", "world_size", "precision", "git_sha", "git_dirty", "device", "gpu_name",
                "versions")
 

@@ -44,10 +44,11 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def config_hash(config: dict[str, Any], *, world_size: int | None = None) -> str:
-    """Stable hash of what a run computes: the resolved config (seed and output location left out, also where
-    derived) and the number of data-parallel ranks, which the config does not hold but which multiplies the data
-    every ``train.steps`` sees. ``world_size`` defaults to the launch's ``WORLD_SIZE`` (1 outside a launch)."""
-    relevant = {k: v for k, v in config.items() if k not in ("seed", "out_dir")}
+    """Stable hash of what a run computes: the resolved config (seed, output location, also where derived, and the
+    live loggers, which only mirror the run, left out) and the number of data-parallel ranks, which the config does
+    not hold but which multiplies the data every ``train.steps`` sees. ``world_size`` defaults to the launch's
+    ``WORLD_SIZE`` (1 outside a launch)."""
+    relevant = {k: v for k, v in config.items() if k not in ("seed", "out_dir", "logger")}
     ranks = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
     text = json.dumps({"config": relevant, "world_size": ranks}, sort_keys=True, default=str)
     if config.get("out_dir"):

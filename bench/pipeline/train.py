@@ -18,6 +18,7 @@ from tqdm import tqdm
 from bench.pipeline.distributed import any_rank, sum_over_ranks, total_over_ranks
 from bench.pipeline.engine_setup import loss_scale
 from bench.pipeline.losses import token_cross_entropy
+from bench.pipeline.trackers import NONE, Trackers
 from bench.taskdata import encoding, family
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,14 @@ def _optimizer_step(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, g
 
 def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, grad_accum: int, log_every: int,
         hooks: StepHooks | None = None, desc: str = "train", seconds: float | None = None, every: int = 0,
-        probe: Probe | None = None, watch: Watch | None = None) -> dict[str, Any]:
+        probe: Probe | None = None, watch: Watch | None = None, tracker: Trackers = NONE) -> dict[str, Any]:
     """Run up to ``steps`` optimizer steps; the losses are read back from the device every ``log_every`` steps only.
 
     Training stops early at ``seconds`` of training time (the ranks decide together) or when ``probe`` (called
     every ``every`` steps with the steps, tokens and training seconds spent so far, on every rank; its own time is
     not training time) says so. ``watch(step)``: a context around each optimizer step (the memory measurement's
-    windows, ``bench.pipeline.costs.CpuTracker``). ``loss_curve`` is the task's token cross-entropy per optimizer step
+    windows, ``bench.pipeline.costs.CpuTracker``). ``tracker`` gets each step's values as they are read back
+    (``bench.pipeline.trackers``). ``loss_curve`` is the task's token cross-entropy per optimizer step
     (token-weighted over micro-batches and ranks) for every method; ``objective_curve`` is what the optimizer
     minimised (the cross-entropy plus any term the method adds, e.g. AdaLoRA's orthogonality regularizer).
     ``final_loss`` is the token-weighted cross-entropy of the last ``final_loss_steps`` steps.
@@ -97,12 +99,14 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
     start = time.perf_counter()
     rank0 = int(os.environ.get("RANK", 0)) == 0
     progress = tqdm(total=steps, desc=desc, mininterval=2.0) if rank0 else None
+    live = tracker.stream(engine, every=log_every, clock=lambda: time.perf_counter() - start - probing)
     for step in range(steps):
         with watch(step) if watch else contextlib.nullcontext():
             step_sums, step_tokens = _optimizer_step(engine, stream, grad_accum=grad_accum, hooks=hooks, step=step,
                                                      kind=kind)
         tokens += step_tokens
         sums.append(step_sums)
+        live.add(step_sums, step_tokens)
         if progress is not None:
             progress.update()
         if (step + 1) % log_every == 0 and progress is not None:   # one device read per log_every steps
@@ -126,6 +130,7 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
             break
     if progress is not None:
         progress.close()
+    live.send()
     done = len(sums)
     totals = sum_over_ranks(torch.stack(sums)).cpu()
     elapsed = time.perf_counter() - start - probing
