@@ -141,6 +141,9 @@ def inference(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, disable_numparse=True)
 
 
+REPLICA_NOTE = ("(replica) The model is its published shape with random weights (`model.source=replica`, "
+                "bench/models/replica.py): memory, time and throughput are the real model's; every quality column "
+                "(loss, the task's metrics, forgetting) is meaningless.")
 FORGETTING = {"source_task": "the primary metric of the source task the tiny base was trained on",
               "general_text": "mean log-likelihood per token of general English text (nats; bench/assets)"}
 
@@ -192,7 +195,10 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str, cat: Catalog
         shown = table(group, keys, cat)
         align = ["left", "left", "right"] + ["right"] * (len(shown.columns) - 3)
         text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)   # keep "0.980", not 0.98
-        parts += [f"## {model} · {task}\n", text + "\n"]
+        replica = bool(mine.get("replica", pd.Series(dtype=bool)).any())
+        parts += [f"## {model}{' (replica)' if replica else ''} · {task}\n", text + "\n"]
+        if replica:
+            parts.append(REPLICA_NOTE + "\n")
         parts += notes(group, mine, cat)
     failed = runs[runs["status"] != "success"]
     if not failed.empty:

@@ -181,6 +181,7 @@ def flatten(record: dict[str, Any], path: str | Path | None = None) -> dict[str,
         "mem_kind": train.get("mem_kind"), "run_id": run.get("run_id"), "config_hash": run.get("config_hash"),
         "git_sha": run.get("git_sha"), "git_dirty": run.get("git_dirty"),
         "result_path": str(path) if path is not None else None,
+        "replica": bool((record.get("base_info") or {}).get("replica")),   # random weights: cost only, no quality
     }
     task = record.get("task_info") or {}
     row["eval_split"] = (record.get("eval_info") or {}).get("split") or (config.get("eval") or {}).get("split", "test")

@@ -24,6 +24,8 @@ def check(cfg: Any) -> None:
     model = cfg.model
     if model.source == "tiny" and not model.get("arch"):
         raise ConfigError(f"model.source=tiny needs model.arch (the architecture to build) in {model.name}")
+    if model.source == "replica":
+        _replica(cfg)
     if model.source == "local" and not Path(str(model.path)).is_dir():
         raise ConfigError(f"model.path={model.path} is not a folder (model.source=local); point it at a saved model")
     if model.source == "package" and not model.get("gguf_file"):
@@ -39,6 +41,16 @@ def check(cfg: Any) -> None:
     _revision(model)
     if model.get("trust_remote_code"):
         _remote_code(cfg)
+
+
+def _replica(cfg: Any) -> None:
+    """A replica is built from its YAML's ``shape`` (or ``arch``) by transformers, in full precision layers only."""
+    from bench.models import kbit, replica
+
+    replica.spec(cfg.model)
+    if kbit.bits(cfg.get("quantization")):
+        raise ConfigError("model.source=replica builds random full-precision weights; a k-bit base "
+                          "(quantization.bits) loads a checkpoint: set quantization.bits=null")
 
 
 def on_hand(model: Any) -> None:

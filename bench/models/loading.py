@@ -1,4 +1,5 @@
-"""Tokenizer and base model from a model YAML: a hub id, a local folder, or a tiny cached base."""
+"""Tokenizer and base model from a model YAML: a hub id, a local folder, a tiny cached base, or a replica of a
+published shape with random weights (bench.models.replica)."""
 
 from __future__ import annotations
 
@@ -117,6 +118,10 @@ def _load(cfg: Any, base_info: dict[str, Any] | None, quantization: Any
                              "base_info")
         tokenizer, model = load_pretrained(base_info["path"], cfg.model, quantization)
         return tokenizer, model, base_info
+    if cfg.model.source == "replica":
+        from bench.models import replica
+
+        return replica.build(cfg, auto_class(cfg.model), attention(cfg.model))
     if cfg.model.source == "hub":
         from bench.models import checks
 

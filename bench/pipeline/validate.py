@@ -27,7 +27,7 @@ OPTIONAL_COUNTS = ("eval.max_records", "eval.curve.every", "eval.curve.patience"
                    "task.data.max_records.train", "task.data.max_records.validation",
                    "task.data.max_records.test")
 CHOICES = {"train.schedule": ("cosine", "linear", "constant"), "deepspeed.precision": ("auto", "fp16", "bf16", "fp32"),
-           "model.source": ("tiny", "hub", "local", "package"),
+           "model.source": ("tiny", "hub", "local", "package", "replica"),
            "forgetting.measure": ("auto", "general_text", "source_task", "none"), "eval.split": ("test", "validation")}
 ZERO_STAGES = (1,)   # the ZeRO stages built and tested here (evaluation and saving read every weight on every rank)
 CALLABLES = ("builder", "saver", "loader")   # and every entry of method.hooks
