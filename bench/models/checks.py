@@ -40,7 +40,7 @@ def check(cfg: Any) -> None:
     _dtype_fits_precision(cfg)
     _revision(model)
     if model.get("trust_remote_code"):
-        _remote_code(cfg)
+        _remote_code(model)
 
 
 def _replica(cfg: Any) -> None:
@@ -120,13 +120,13 @@ def _dtype_fits_precision(cfg: Any) -> None:
                       f"weights; set {', or '.join(fixes)}")
 
 
-def _remote_code(cfg: Any) -> None:
+def _remote_code(model: Any) -> None:
     """Remote code runs only where a model YAML opts in, from the repository and commit that YAML pins.
 
     Command-line overrides never reach the file, so remote code needs a reviewed YAML, not a flag; and that YAML's
     ``path`` and ``revision`` cannot be overridden, or ``model=chatglm_6b model.path=any/repo`` would run any code.
     """
-    model, choice = cfg.model, _model_choice(cfg)
+    choice = _model_choice(model)
     yaml = f"conf/model/{choice}.yaml"
     if not _yaml_value(choice, "trust_remote_code"):
         raise ConfigError(
@@ -147,13 +147,13 @@ def _remote_code(cfg: Any) -> None:
             f"{model.path} cannot change what runs; set source: hub and revision: <commit sha> in that YAML")
 
 
-def _model_choice(cfg: Any) -> str:
-    """The model YAML this run composed (Hydra's choice inside the app, else the model's name)."""
+def _model_choice(model: Any) -> str:
+    """The model YAML this run composed (Hydra's choice inside the app, else the model section's name)."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        return str(HydraConfig.get().runtime.choices.get("model", cfg.model.name))
-    return str(cfg.model.name)
+        return str(HydraConfig.get().runtime.choices.get("model", model.name))
+    return str(model.name)
 
 
 def _yaml_value(name: str, key: str) -> Any:

@@ -98,7 +98,7 @@ def source_score(model: Any, tokenizer: Any, cfg: Any, generate_fn: evaluate.Gen
 
 def ability(model: Any, tokenizer: Any, cfg: Any, kind: str, generate_fn: evaluate.Generate | None = None) -> float:
     """The model's score on ``kind``, higher is better; the run's random numbers are left as they were."""
-    with torch.random.fork_rng(devices=[]), _precision(cfg, next(model.parameters()).device):
+    with torch.random.fork_rng(devices=[]), _precision(cfg.deepspeed, next(model.parameters()).device):
         if kind == "source_task":
             return source_score(model, tokenizer, cfg, generate_fn)
         f = cfg.forgetting
@@ -149,8 +149,8 @@ def _on_device(model: Any) -> Iterator[None]:
             accelerator.empty_cache()
 
 
-def _precision(cfg: Any, device: torch.device) -> contextlib.AbstractContextManager:
+def _precision(deepspeed: Any, device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast to the training precision on an accelerator: DeepSpeed casts the trained model to it, so the base
     loaded in float32 is scored as the trained model runs (on CPU everything is float32)."""
-    dtype = dtypes.TRAINED_DTYPES.get(dtypes.resolve(cfg.deepspeed))
+    dtype = dtypes.TRAINED_DTYPES.get(dtypes.resolve(deepspeed))
     return torch.autocast(device.type, dtype=dtype) if dtype and device.type != "cpu" else contextlib.nullcontext()

@@ -54,11 +54,11 @@ def quality(metrics: dict[str, Any], score_keys: set[str]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k in score_keys}
 
 
-def rescore(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def rescore(task_cfg: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The task's scores of saved prediction rows."""
     from bench.taskdata import taskcfg
 
-    return taskcfg.scored(cfg.task, [r["prediction"] for r in rows], [r["reference"] for r in rows])
+    return taskcfg.scored(task_cfg, [r["prediction"] for r in rows], [r["reference"] for r in rows])
 
 
 def regenerate(cfg: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int,
@@ -84,7 +84,7 @@ def regenerate(cfg: Any, model: Any, tokenizer: Any, rows: list[dict[str, Any]],
 def check(run_dir: Path, *, batch_sizes: list[int], plain: bool) -> dict[str, Any]:
     """Per decoding set-up: identical predictions (count) and whether every quality figure equals ``eval_info``."""
     cfg, record, rows = load_run(run_dir)
-    saved = rescore(cfg, rows)
+    saved = rescore(cfg.task, rows)
     keys = set(saved)
     report: dict[str, Any] = {"run_dir": str(run_dir), "records": len(rows),
                               "rescored_equal": quality(record["eval_info"], keys) == saved, "setups": {}}
@@ -93,7 +93,7 @@ def check(run_dir: Path, *, batch_sizes: list[int], plain: bool) -> dict[str, An
     for name, size, bare in setups:
         answers = regenerate(cfg, model, tokenizer, rows, batch_size=size, plain=bare)
         same = sum(a == r["prediction"] for a, r in zip(answers, rows, strict=True))
-        scores = rescore(cfg, [{**r, "prediction": a} for r, a in zip(rows, answers)])
+        scores = rescore(cfg.task, [{**r, "prediction": a} for r, a in zip(rows, answers)])
         report["setups"][name] = {"identical": same, "metrics_equal": scores == quality(record["eval_info"], keys),
                                   "mismatches": [i for i, (a, r) in enumerate(zip(answers, rows)) if a != r["prediction"]]}
     report["ok"] = report["rescored_equal"] and all(s["identical"] == len(rows) and s["metrics_equal"]

@@ -54,13 +54,13 @@ def corpus_texts(records: list[dict[str, str]], task_cfg: Any) -> list[str]:
     return [tasks.module(task_cfg).prompt(r, task_cfg) + r["output"] for r in records]
 
 
-def deepspeed_section(cfg: Any) -> DictConfig:
+def deepspeed_section(deepspeed: Any) -> DictConfig:
     """The DeepSpeed settings the base trains under: ``json_file`` merged under ``extra`` as bench.run's validation
     merges it (``make base`` and the sweep build bases from the unvalidated config), and ``auto`` resolved, which
     is fp32 on CPU and fp16 on a GPU: a cache shared between machines must not hand one the other's base."""
-    section = OmegaConf.to_container(cfg.deepspeed, resolve=True)
-    prec = dtypes.resolve(cfg.deepspeed)
-    return OmegaConf.create({**section, "json_file": None, "extra": engine_setup.deepspeed_extra(cfg.deepspeed),
+    section = OmegaConf.to_container(deepspeed, resolve=True)
+    prec = dtypes.resolve(deepspeed)
+    return OmegaConf.create({**section, "json_file": None, "extra": engine_setup.deepspeed_extra(deepspeed),
                              "precision": prec})
 
 
@@ -68,7 +68,7 @@ def base_key(cfg: Any, vocab: list[str]) -> str:
     """Hash of everything ``_train_base`` reads: architecture and load dtype, pre-training budget, the whole source
     task (data, prompt, lengths), the schedule, the DeepSpeed settings, the batch it is scored at, the vocabulary
     and the versions of the packages that train it. Not the run's method, steps or seed: bases are shared by those."""
-    ds = deepspeed_section(cfg)
+    ds = deepspeed_section(cfg.deepspeed)
     spec = {
         "format": BASE_FORMAT,
         "model": {k: _plain(cfg.model.get(k)) for k in ("arch", "dtype", "attn_implementation")},
@@ -94,7 +94,7 @@ def _train_base(cfg: Any, tokenizer: Any, src_task: Any, dest: Path) -> dict[str
     model = loading.build_tiny(cfg.model, len(tokenizer), int(pre.seed), loading.special_ids(tokenizer))
     examples = family.of(cfg.model).encode(splits.load(src_task, "train"), tokenizer, src_task)
     distributed.ensure_distributed()
-    ds_cfg = deepspeed_section(cfg)
+    ds_cfg = deepspeed_section(cfg.deepspeed)
     ds = engine_setup.deepspeed_config(ds_cfg, micro_batch_size=int(pre.micro_batch_size), grad_accum=1,
                                 grad_clip=float(cfg.train.grad_clip), prec=ds_cfg.precision)
     groups = engine_setup.param_groups(model, lr=float(pre.lr), overrides=[], weight_decay=0.0)
