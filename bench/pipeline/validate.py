@@ -45,7 +45,7 @@ def check(cfg: Any) -> list[str]:
     _task_type(cfg)
     _method(cfg)
     _packing(cfg)
-    _zero_stage(cfg)
+    _zero_stage(cfg.deepspeed)
     warnings = datachecks.check(cfg.task, tiny=cfg.model.source == "tiny", split=str(cfg.eval.split))
     if cfg.model.source == "tiny":
         checks.check_loaded(cfg, loading.skeleton(cfg.model))
@@ -164,17 +164,17 @@ def _task_type(cfg: Any) -> None:
                           "(the method YAMLs say task_type: ${{model.task_type}})")
 
 
-def _zero_stage(cfg: Any) -> None:
+def _zero_stage(deepspeed: Any) -> None:
     """Only the ZeRO stages built and tested here, also where the DeepSpeed JSON or ``extra`` would set another.
 
     Either replaces the generated ``zero_optimization`` section whole, and DeepSpeed's default stage there is 0.
     """
-    stage = cfg.deepspeed.zero_stage
+    stage = deepspeed.zero_stage
     if stage not in ZERO_STAGES:
         raise ConfigError(f"deepspeed.zero_stage={stage!r}: only ZeRO stage 1 is built and tested so far (stages 0, 2 "
                           "and 3 are not); set deepspeed.zero_stage=1")
-    extra = OmegaConf.to_container(cfg.deepspeed.extra, resolve=True) if cfg.deepspeed.get("extra") else {}
-    for where, settings in (("deepspeed.json_file", deepspeed_json(cfg.deepspeed)), ("deepspeed.extra", extra)):
+    extra = OmegaConf.to_container(deepspeed.extra, resolve=True) if deepspeed.get("extra") else {}
+    for where, settings in (("deepspeed.json_file", deepspeed_json(deepspeed)), ("deepspeed.extra", extra)):
         zero = settings.get("zero_optimization")
         if zero is not None and (not isinstance(zero, dict) or zero.get("stage") not in ZERO_STAGES):
             raise ConfigError(f"{where} sets zero_optimization={zero}, which replaces the generated one: only ZeRO "
