@@ -16,13 +16,16 @@ BASELINE ?= results/baselines/embedded.json
 
 RUN     ?=
 
-.PHONY: help setup lock check-env gpu-check run memory base sweep report reproduce perf test test-models test-fast clean baseline compare
+.PHONY: help setup setup-browser lock check-env gpu-check run memory base sweep report reproduce perf test test-models test-fast clean baseline compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup:  ## .venv with everything (CPU torch when no GPU is present)
 	bash scripts/setup.sh
+
+setup-browser:  ## Debian's chromium, which tests/test_browser.py drives through Playwright (root; Playwright downloads no browser)
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y chromium; else echo "make setup-browser installs the Debian package chromium and needs root: sudo make setup-browser (or sudo apt-get install -y chromium; elsewhere point PEFTBENCH_CHROMIUM at a chromium binary)" >&2; exit 1; fi
 
 lock:  ## re-resolve requirements/{cpu,cuda}.lock on purpose (ARGS=--upgrade: newest releases), then rebuild baselines
 	bash scripts/lock.sh $(ARGS)

@@ -59,7 +59,7 @@ def tradeoff(runs: pd.DataFrame, *, quality: str, cost: str, log_x: bool, cat: C
         fig.add_scatter(x=[shown(cost, mean[cost], cat)], y=[mean[quality]], mode="markers", legendgroup=method,
                         showlegend=False, marker={"color": color(method), "size": 13, "symbol": "diamond",
                                                   "line": {"width": 1, "color": "#333"}},
-                        error_y=None if np.isnan(mean["std"]) else {"array": [mean["std"]], "color": color(method)},
+                        error_y=_error(mean[quality], mean["std"], q.bounds, color(method)),
                         hovertemplate=f"<b>{method}</b>: mean of {len(mine)} runs<br>{c.label} %{{x}}<br>"
                         f"{q.label} %{{y:.4f}}<extra></extra>")
     front = means[pareto_front(means, [cost, quality], cat)].sort_values(cost)
@@ -72,18 +72,30 @@ def tradeoff(runs: pd.DataFrame, *, quality: str, cost: str, log_x: bool, cat: C
     return fig
 
 
+def _error(mean: float, std: float, bounds: tuple[float, float] | None, colour: str) -> dict[str, Any] | None:
+    """±1 std as an error bar, cut at the metric's bounds (an F1 bar never reaches below 0); None for one seed."""
+    if np.isnan(std):
+        return None
+    low, high = (mean - bounds[0], bounds[1] - mean) if bounds else (std, std)
+    return {"type": "data", "symmetric": False, "array": [min(std, high)], "arrayminus": [min(std, low)],
+            "color": colour}
+
+
 def _spread(fig: go.Figure, method: str, x: np.ndarray, curves: list[np.ndarray], hover: np.ndarray, *,
-            first: bool, log: bool = False, **where: int) -> None:
-    """One method's seeds as thin lines, their mean as a thick one and ±1 std as a band (the legend's group); on a
-    log axis the band stops at the lowest seed rather than crossing zero."""
+            first: bool, log: bool = False, bounds: tuple[float, float] | None = None, **where: int) -> None:
+    """One method's seeds as thin lines, their mean as a thick one and ±1 std as a band (the legend's group); the
+    band stays inside the metric's bounds, and on a log axis stops at the lowest seed rather than crossing zero."""
     stack = np.array([cv[:len(x)] for cv in curves], dtype=float)
     mean, x = stack.mean(axis=0), np.asarray(x, dtype=np.float32)   # float32 halves the page; plenty for a plot
     if len(curves) > 1:
         std = stack.std(axis=0, ddof=1)
         low = np.maximum(mean - std, stack.min(axis=0)) if log else mean - std
-        fig.add_scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, low[::-1]]).astype(np.float32),
-                        fill="toself", fillcolor=_rgba(color(method), 0.18), line={"width": 0}, hoverinfo="skip",
-                        legendgroup=method, showlegend=False, **where)
+        high = mean + std
+        if bounds:
+            low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+        fig.add_scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([high, low[::-1]]).astype(np.float32),
+                        mode="lines", fill="toself", fillcolor=_rgba(color(method), 0.18), line={"width": 0},
+                        hoverinfo="skip", legendgroup=method, showlegend=False, **where)
     for curve, ident in zip(stack, hover):
         run = "<br>".join(f"{k} {v}" for k, v in zip(("run", "LR", "seed", "config"), ident))   # once per trace
         fig.add_scatter(x=x, y=curve.astype(np.float32), mode="lines", line={"color": color(method), "width": 0.7},
@@ -120,7 +132,8 @@ def validation_curves(runs: pd.DataFrame, cat: Catalog) -> go.Figure | str:
                 "eval.curve.every > 0, e.g. `make sweep PRESET=tuned`).")
     name = str(ok["primary_metric"].dropna().iloc[0])
     m = metric(name, cat)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{m.label}, validation", "Loss, validation"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{m.label}, validation", "Loss, validation"),
+                        horizontal_spacing=0.15)
     for method in method_order(ok["method"]):
         mine = ok[ok["method"] == method]
         points = [pd.DataFrame(cv) for cv in mine["curve"]]
@@ -128,7 +141,7 @@ def validation_curves(runs: pd.DataFrame, cat: Catalog) -> go.Figure | str:
         x = points[0]["step"].to_numpy()[:n]
         for col, key in ((1, name), (2, "val_loss")):
             _spread(fig, method, x, [p[key].to_numpy() for p in points], _hover(mine), first=col == 1, row=1,
-                    col=col)
+                    col=col, bounds=m.bounds if key == name else None)
     fig.update_layout(**LAYOUT, title="Validation learning curves (each seed, mean, ±1 std)")
     fig.update_xaxes(title_text="Optimizer step")
     fig.update_yaxes(title_text=f"{m.heading} {'↑' if m.higher_is_better else '↓'}", row=1, col=1)
