@@ -172,3 +172,48 @@ def test_a_failed_run_ends_its_mlflow_run_failed_and_the_csv_keeps_what_came(tmp
     assert not (tmp_path / "rank1").exists()
     record = {"train_info": {"final_loss": 1.5, "steps": 3, "mem_kind": "rss", "eval_loss": float("nan")}}
     assert trackers.final_values(record) == {"final_loss": 1.5}   # declared metrics only, numbers only
+
+
+class Recorder(trackers.Tracker):
+    """A tracker that keeps what it gets."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, dict[str, float]]] = []
+
+    def write(self, phase: str, step: int, values: dict[str, float]) -> None:
+        self.rows.append((phase, step, values))
+
+
+class Fp16Engine:
+    """What a StepStream reads of a DeepSpeed engine under fp16: two parameter groups' learning rates, the loss
+    scale; ``step()`` moves both as the schedule and an overflow would."""
+
+    def __init__(self) -> None:
+        self.lrs, self.optimizer = [1e-3, 1e-2], type("Optimizer", (), {"loss_scale": 2.0**16})()
+
+    def get_lr(self) -> list[float]:
+        return list(self.lrs)
+
+    def fp16_enabled(self) -> bool:
+        return True
+
+    def step(self) -> None:
+        self.lrs = [lr / 2 for lr in self.lrs]
+        self.optimizer.loss_scale /= 2
+
+
+def test_each_step_is_sent_with_the_lr_and_loss_scale_it_used() -> None:
+    import torch
+
+    engine, sink, clock = Fp16Engine(), Recorder(), iter([2.0, 3.0])
+    live = trackers.Trackers([sink], enabled=True).stream(engine, every=2, clock=lambda: next(clock))
+    for step in range(3):
+        engine.step()                            # the optimizer step, then fit hands over its sums
+        live.add(torch.tensor([6.0 + step, 3.0, 6.0 + step], dtype=torch.float64), 10)
+    live.send()
+    steps = [(step, values) for phase, step, values in sink.rows if phase == "train"]
+    assert [s for s, _ in steps] == [1, 2, 3]
+    assert [v["loss"] for _, v in steps] == [2.0, 7 / 3, 8 / 3]
+    assert [(v["lr"], v["lr_group1"], v["loss_scale"]) for _, v in steps] == \
+        [(1e-3, 1e-2, 2.0**16), (5e-4, 5e-3, 2.0**15), (2.5e-4, 2.5e-3, 2.0**14)]
+    assert [v.get("tokens_per_s") for _, v in steps] == [None, 10.0, 10.0]   # 20 tokens in 2 s, then 10 in 1 s
