@@ -36,8 +36,8 @@ check-env:  ## do the installed packages equal the lock? (one line; exit 1 namin
 gpu-check:  ## on a GPU (<= 8 min): sweep=ci in fp16 and bf16, every run reloaded and regenerated, one line per method
 	$(PY) -m bench.gpucheck $(if $(PRECISIONS),--precisions $(PRECISIONS)) -- $(ARGS)
 
-run:  ## one run: make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100" [GPUS=8 HOSTFILE=hosts]
-	.venv/bin/deepspeed --num_gpus $(GPUS) $(if $(HOSTFILE),--hostfile $(HOSTFILE)) --no_local_rank --module bench.run model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)
+run:  ## one run through deepspeed (a run killed by a signal is recorded failed): make run METHOD=lora MODEL=tiny_llama TASK=triples_synth ARGS="train.steps=100" [GPUS=8 HOSTFILE=hosts]
+	$(PY) -m bench.launch --num_gpus $(GPUS) $(if $(HOSTFILE),--hostfile $(HOSTFILE)) -- model=$(MODEL) method=$(METHOD) task=$(TASK) $(ARGS)
 
 sweep:  ## the method grid (default: all nine methods on the embedded tiny model), then the report; PRESET=tuned: each at its best LR; PRESET=t5: all nine on the encoder–decoder tiny_t5; PRESET=quant|quant_smollm2: lora on 8-bit and 4-bit bases (a preset picks its model and task unless MODEL or TASK is given)
 	$(PY) -m bench.sweep $(if $(PRESET),sweep=$(PRESET)) $(if $(or $(filter-out file default,$(origin MODEL)),$(if $(PRESET),,x)),models=$(MODEL)) $(if $(or $(filter-out file default,$(origin TASK)),$(if $(PRESET),,x)),tasks=$(TASK)) gpus=$(GPUS) $(if $(HOSTFILE),hostfile=$(HOSTFILE)) $(if $(METHODS),methods=$(METHODS)) $(if $(SEEDS),seeds=$(SEEDS)) $(if $(SWEEP_DIR),sweep_dir=$(SWEEP_DIR)) -- $(ARGS)

@@ -9,6 +9,7 @@ import sys
 from hydra import compose, initialize_config_dir
 
 from bench.core.paths import CONF_DIR
+from bench.pipeline import headroom
 from bench.pipeline.estimate import describe, preflight
 
 
@@ -19,7 +20,13 @@ def main() -> None:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[a for a in sys.argv[1:] if a not in gpus])
     world = int(gpus[-1].split("=", 1)[1]) if gpus else 1
-    print(f"model={cfg.model.name} method={cfg.method.name}: {describe(preflight(cfg, world))}")  # noqa: T201
+    est = preflight(cfg, world)
+    print(f"model={cfg.model.name} method={cfg.method.name}: {describe(est)}")  # noqa: T201
+    free, where = headroom.free_bytes()
+    fits = headroom.fitting_batch(est, free)
+    verdict = "fits" if est["total_bytes"] <= free else "does not fit: bench.run refuses it (train.memory_check)"
+    print(f"free now on {where}: {free / headroom.GIB:.2f} GiB; this run {verdict}; the largest micro-batch "  # noqa: T201
+          f"that fits at {est['length']} tokens: {fits or 'none'}")
 
 
 if __name__ == "__main__":

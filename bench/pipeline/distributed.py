@@ -4,13 +4,22 @@ buffer DeepSpeed's CPU all-reduce leaves behind."""
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
+import logging
 import os
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench import free_port
+from bench.core.paths import CACHE_ROOT
+
+log = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
 
@@ -21,6 +30,31 @@ def shm_buffer() -> Path:
     env = os.environ
     return SHM_DIR / (f"deepspeed_allreduce_buffer_{os.getuid()}_{env['MASTER_ADDR']}_{env['MASTER_PORT']}_"
                       f"{env['RANK']}")
+
+
+def extensions_dir() -> Path:
+    """Where torch compiles the ops DeepSpeed builds at run time (on CPU its shared-memory all-reduce: ~30-60 s on
+    two cores): the checkout's cache, a folder per environment (interpreter, torch, deepspeed), so every later run
+    loads the build and two environments never rebuild over each other in torch's one default folder, as they did
+    (``TORCH_EXTENSIONS_DIR`` set by the user wins)."""
+    from importlib import metadata
+
+    key = f"{sys.prefix}|{metadata.version('torch')}|{metadata.version('deepspeed')}"
+    return CACHE_ROOT / "torch_extensions" / hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _op_builds_logged(folder: Path) -> Iterator[None]:
+    """One log line for each op compiled inside the block (a new or rebuilt shared library), with its time."""
+    def libraries() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for p in folder.glob("*/*.so")} if folder.is_dir() else {}
+
+    before, start = libraries(), time.perf_counter()
+    yield
+    built = sorted(p.parent.name for p, stamp in libraries().items() if before.get(p) != stamp)
+    if built:
+        log.info("DeepSpeed built %s in %.0f s; cached in %s, later runs load it", ", ".join(built),
+                 time.perf_counter() - start, folder)
 
 
 def ensure_distributed() -> None:
@@ -34,11 +68,13 @@ def ensure_distributed() -> None:
         os.environ["MASTER_PORT"] = str(free_port())
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(extensions_dir()))
     import deepspeed
     import torch.distributed as dist
 
     fresh = not dist.is_initialized()
-    deepspeed.init_distributed(verbose=False)
+    with _op_builds_logged(Path(os.environ["TORCH_EXTENSIONS_DIR"])):
+        deepspeed.init_distributed(verbose=False)
     if fresh:
         atexit.register(shm_buffer().unlink, missing_ok=True)   # peers have long opened it by then
 

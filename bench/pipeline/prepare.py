@@ -15,8 +15,8 @@ import hydra
 
 from bench.core.errors import input_errors
 from bench.models import checks, dtypes, loading
-from bench.pipeline import (budget, costs, curve, distributed, engine_setup, estimate, final, forgetting, tinybase,
-                            train, validate)
+from bench.pipeline import (budget, costs, curve, distributed, engine_setup, estimate, final, forgetting, headroom,
+                            tinybase, train, validate)
 from bench.taskdata import encoding, family, splits
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ def prepare(cfg: Any, out: Path, memory: costs.MemoryBook) -> Prepared:
                                 weight_decay=float(cfg.train.weight_decay))
     found = sized(model_config, vocab, cfg, precision=precision, ds_config=ds_config, world=plan.world,
                   examples=examples)
+    found.update(headroom.check(found, held=costs.current_memory() - memory.baseline, grad_accum=plan.grad_accum,
+                                mode=str(cfg.train.memory_check)))   # before the engine: refused in seconds
     steps = budget.planned_steps(cfg.train, examples, plan)
     engine = engine_setup.engine_for(model, groups, ds_config, total_steps=steps, train_cfg=cfg.train)
     generate_fn = method_fn(cfg.method.hooks.generate)

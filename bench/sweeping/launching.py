@@ -10,6 +10,7 @@ its process tree, and one that exits non-zero is logged. Only on one node: with 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -19,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
+
+from bench.core import results
 
 log = logging.getLogger(__name__)
 
@@ -147,3 +150,15 @@ def exit_reason(code: int) -> str:
     cause = (" (likely out of memory: the kernel's OOM killer sends SIGKILL; lower train.micro_batch_size, see "
              "`make memory`)") if name == "SIGKILL" else ""
     return f"was killed by {name} (exit code {code}){cause}"
+
+
+def record_unfinished(result: Path, error: str, *, recorded_by: str, run_info: dict | None = None) -> None:
+    """Mark a run that ended without its final record (killed, crashed before writing) as failed with ``error``;
+    ``run_info``: what to record where there is no readable ``result`` at all."""
+    try:
+        record = json.loads(result.read_text())
+    except (OSError, ValueError):
+        record = {"run_info": dict(run_info or {})}
+    record["run_info"].update(status="failed", error=error, log_path=str(result.parent / "run.log"),
+                              recorded_by=recorded_by)
+    results.write_json(result, record)
