@@ -146,9 +146,10 @@ def test_a_logger_whose_package_is_missing_fails_the_run_at_its_start(tmp_path: 
     out = tmp_path / "run"
     cfg = compose_cfg(f"out_dir={out}", "+logger.mine._target_=tests.test_loggers.NeedsMissing")
     assert execute(cfg) == 2                                        # invalid, before any model loads
-    info = json.loads((out / "result.json").read_text())["run_info"]
+    record = json.loads((out / "result.json").read_text())
+    info = record["run_info"]
     assert info["status"] == "invalid" and "peftbench_no_such_package" in info["error"]
-    assert trackers.INSTALL in info["error"] and "train_info" not in info
+    assert trackers.INSTALL in info["error"] and "train_info" not in record and not (out / "adapter").exists()
     with pytest.raises(ConfigError, match="needs a `_target_`"):
         trackers._classes({"mine": {"log_dir": "x"}})
 

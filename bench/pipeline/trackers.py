@@ -136,7 +136,12 @@ def opened(logger_cfg: Any, *, config: dict[str, Any], out_dir: Path, rank: int)
         status = "success"
     finally:
         for sink in sinks:
-            sink.close(status)
+            try:
+                sink.close(status)
+            except Exception:
+                if status == "success":
+                    raise
+                log.exception("closing %s after the run failed", type(sink).__name__)   # the run's error goes on
 
 
 def mirrored(probe: Any, trackers: Trackers) -> Any:
