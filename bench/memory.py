@@ -23,10 +23,12 @@ def main() -> None:
     est = preflight(cfg, world)
     print(f"model={cfg.model.name} method={cfg.method.name}: {describe(est)}")  # noqa: T201
     free, where = headroom.free_bytes()
-    fits = headroom.fitting_batch(est, free)
-    verdict = "fits" if est["total_bytes"] <= free else "does not fit: bench.run refuses it (train.memory_check)"
-    print(f"free now on {where}: {free / headroom.GIB:.2f} GiB; this run {verdict}; the largest micro-batch "  # noqa: T201
-          f"that fits at {est['length']} tokens: {fits or 'none'}")
+    share = headroom.heap_share()
+    needed, fits = headroom.needed_bytes(est, share), headroom.fitting_batch(est, free, share)
+    verdict = "fits" if needed <= free else "does not fit: bench.run refuses it (train.memory_check)"
+    print(f"with what the allocator keeps on this machine {needed / headroom.GIB:.2f} GiB; "  # noqa: T201
+          f"free now on {where}: {free / headroom.GIB:.2f} GiB; this run {verdict}; the largest micro-batch that "
+          f"fits at {est['length']} tokens: {fits or 'none'}")
 
 
 if __name__ == "__main__":
