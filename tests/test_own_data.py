@@ -7,15 +7,16 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 
 from tests.conftest import ROOT, child_env, compose_cfg
-from tests.test_smollm2 import CACHE, needs_model
+from tests.test_smollm2 import CACHE, FILE, needs_model
 
 PAGE = ROOT / "docs" / "own-data.md"
-TINY_BUDGET = ["train.steps=2", "train.log_every=1", "eval.max_records=4", "eval.latency.records=2", "eval.latency.repeats=1",
-               "forgetting.measure=none"]
+TINY_BUDGET = ["train.steps=2", "train.log_every=1", "eval.max_records=4", "task.max_new_tokens=32",
+               "eval.latency.records=2", "eval.latency.repeats=1", "eval.latency.new_tokens=4", "forgetting.measure=none"]
 
 
 def docs_command() -> list[str]:
@@ -57,3 +58,9 @@ def test_the_docs_own_data_command_runs_as_pasted(tmp_path):
     assert "答" not in log.split("the first training prompt", 1)[1][:2000]
     assert "train lora: step 2/2, loss" in log                     # the progress bar's record, in run.log
     assert "inference latency: " in log and "eval.latency.repeats=1" in log   # its cost, and the knob
+    # make test's one SmolLM2 launch: the GGUF base is recorded and a fresh process reloading the saved adapter
+    # onto it gives the same answers (the six-step learning check is in make test-models: tests/test_smollm2.py)
+    assert result["base_info"]["gguf_file"].endswith(FILE)
+    check = subprocess.run([sys.executable, "-m", "bench.reproduce", str(out), "--batch-size", "4"], cwd=ROOT,
+                           env={**child_env(), "PEFTBENCH_CACHE": CACHE}, capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
