@@ -1,13 +1,15 @@
 """report.html in a real browser: a small real sweep (two methods × two seeds and their learning-rate search, through
 the real launcher at a tiny budget) opened from file:// in the system chromium (Debian's package, `make
-setup-browser`) driven by Playwright, every request off the file system aborted. Playwright never downloads a
-browser here: it launches the system binary; without one the tests skip, saying so.
+setup-browser`) driven by Playwright, every request off the file system aborted; the select boxes on a page of result
+JSONs made here (two models, no run). Playwright never downloads a browser here: it launches the system binary;
+without one the tests skip, saying so.
 
     python -m tests.test_browser SWEEP_DIR PNG    # a screenshot of SWEEP_DIR/report/report.html (docs/img/report.png)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -18,8 +20,10 @@ from typing import Any, Iterator
 
 import pytest
 
+from bench.analysis import tables
 from tests.conftest import ROOT, child_env
 from tests.test_regression_ci import CACHE   # the checkout's cache of tiny bases: a clean clone builds it once
+from tests.test_report import fake_record
 
 WIDTH = 1280
 # Two methods × two seeds at 20 steps with validation curves, after a two-candidate search per method at 10 steps.
@@ -58,10 +62,20 @@ def sweep(browser_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def open_page(html: Path, executable: str) -> Iterator[tuple[Any, list[str], list[str]]]:
-    """The page in headless chromium with every request off file:// aborted: (page, blocked urls, console errors)."""
+def launched(executable: str) -> Iterator[Any]:
+    """Headless chromium from ``executable`` (Playwright's own browsers are never used, nor downloaded)."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as play:
+        browser = play.chromium.launch(executable_path=executable)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser: Any, html: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
+    """The page with every request off file:// aborted, its figures drawn: (page, blocked urls, console errors)."""
     blocked: list[str] = []
     errors: list[str] = []
 
@@ -73,24 +87,28 @@ def open_page(html: Path, executable: str) -> Iterator[tuple[Any, list[str], lis
             blocked.append(url)
             request_route.abort()
 
-    with sync_playwright() as play:
-        browser = play.chromium.launch(executable_path=executable)
-        try:
-            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
-            page.route("**/*", route)
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(html.resolve().as_uri())
-            page.wait_for_function(RENDERED, timeout=30_000)
-            yield page, blocked, errors
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+    try:
+        page.route("**/*", route)
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(html.resolve().as_uri())
+        page.wait_for_function(RENDERED, timeout=30_000)
+        yield page, blocked, errors
+    finally:
+        page.close()
 
 
 @pytest.fixture(scope="module")
-def opened(sweep: Path, browser_path: str) -> Iterator[tuple[Any, list[str], list[str]]]:
+def browser(browser_path: str) -> Iterator[Any]:
+    """One chromium for the module's pages."""
+    yield from launched(browser_path)
+
+
+@pytest.fixture(scope="module")
+def opened(sweep: Path, browser: Any) -> Iterator[tuple[Any, list[str], list[str]]]:
     """The sweep's report.html, open."""
-    yield from open_page(sweep / "report" / "report.html", browser_path)
+    yield from open_page(browser, sweep / "report" / "report.html")
 
 
 @pytest.mark.slow
@@ -132,15 +150,38 @@ def test_clicking_a_heading_sorts_the_rows(opened: tuple[Any, list[str], list[st
     assert blocked == [] and errors == []
 
 
+def test_the_select_boxes_show_one_model(browser: Any, tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for model, method, status in (("tiny_llama", "lora", "success"), ("tiny_glm", "lora", "success"),
+                                  ("tiny_glm", "full", "failed")):
+        record = fake_record(method, 0, status)
+        record["run_info"]["config"]["model"]["name"] = model
+        path = root / model / "triples_synth" / method / "seed0" / "result.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record))
+    page_path = tables.write_report(root, figures=False)["report.html"]
+    for page, blocked, errors in open_page(browser, page_path):
+        visible = "els => els.filter(e => e.offsetParent !== null).map(e => e.dataset.model)"
+        assert page.eval_on_selector_all("section[data-model]", visible) == ["tiny_glm", "tiny_llama"]
+        page.select_option("#f-model", "tiny_llama")
+        assert page.eval_on_selector_all("section[data-model]", visible) == ["tiny_llama"]
+        assert page.eval_on_selector_all("tr[data-model]", visible) == []          # tiny_glm's failed run
+        page.select_option("#f-model", "tiny_glm")
+        assert page.eval_on_selector_all("section[data-model]", visible) == ["tiny_glm"]
+        assert page.eval_on_selector_all("tr[data-model]", visible) == ["tiny_glm"]
+        assert blocked == [] and errors == []
+
+
 def screenshot(sweep_dir: Path, png: Path) -> None:
     """``sweep_dir``'s report.html as a PNG of the whole page, ``WIDTH`` pixels wide (the docs' picture)."""
     path = chromium()
     if path is None:
         raise SystemExit("no chromium binary: make setup-browser")
-    for page, blocked, errors in open_page(sweep_dir / "report" / "report.html", path):
-        if blocked or errors:
-            raise SystemExit(f"the page fetched {blocked} or logged errors {errors}")
-        page.screenshot(path=str(png), full_page=True)
+    for browser in launched(path):
+        for page, blocked, errors in open_page(browser, sweep_dir / "report" / "report.html"):
+            if blocked or errors:
+                raise SystemExit(f"the page fetched {blocked} or logged errors {errors}")
+            page.screenshot(path=str(png), full_page=True)
     from PIL import Image   # matplotlib's dependency: a 256-colour PNG, a third of the size, looks the same
 
     Image.open(png).quantize(256, method=Image.Quantize.FASTOCTREE).save(png, optimize=True)

@@ -73,6 +73,7 @@ def test_the_table_is_table_mds_with_directions_intervals_and_failures(sweep_dir
     assert "F1 micro ↑" in heads and "Adapter size (KiB) ↓" in heads and "95% CI" in heads
     assert re.search(r'data-better="up"[^>]*>F1 micro ↑', main) and "<strong>0.920 ± 0.020</strong>" in main
     assert 'data-v="0.82"' in main                                    # lora's F1 mean sorts as a number
+    assert "<td>2/3 success, running</td>" in main                    # … a column of text as text
     failed = rows(text.split("<h2>Runs that did not succeed</h2>", 1)[1])
     assert [(r[2], r[4]) for r in failed] == [("prefix_tuning", "failed"), ("adalora", "running")]
     assert "RuntimeError: boom | at step 3" in failed[0][5]

@@ -98,12 +98,13 @@ def table_html(frame: pd.DataFrame, *, row_attrs: list[str] | None = None) -> st
     for name in frame.columns:
         better = "up" if str(name).endswith("↑") else "down" if str(name).endswith("↓") else ""
         heads.append(f'<th class="sortable" data-better="{better}" title="click to sort">{inline(name)}</th>')
+    numeric = [all(sort_value(v) is not None or str(v).strip() in ("—", "") for v in frame[c]) for c in frame.columns]
     rows = []
     for i, values in enumerate(frame.itertuples(index=False)):
         cells = []
-        for value in values:
-            number = sort_value(value)
-            attr = "" if number is None else f' class="n" data-v="{number!r}"'
+        for value, number in zip(values, numeric):   # a column of numbers sorts by value, any other as text
+            found = sort_value(value) if number else None
+            attr = "" if found is None else f' class="n" data-v="{found!r}"'
             cells.append(f"<td{attr}>{inline(value)}</td>")
         rows.append(f"<tr{row_attrs[i] if row_attrs else ''}>{''.join(cells)}</tr>")
     return (f'<div class="scroll"><table><thead><tr>{"".join(heads)}</tr></thead>'

@@ -251,6 +251,7 @@ def write_report(sweep_dir: Path, *, figures: bool = True) -> dict[str, Any]:
     write_atomic(written["runs.csv"], runs.drop(columns=["loss_curve", "curve"]).to_csv(index=False))
     written["report.html"] = write_html(sweep_dir, prepared=prepared)
     written["figures"] = (plots.write_figures(runs, out / "figures")
-                          + tuning_plots.write(runs, evidence.choices(sweep_dir), out / "figures", cat)) if figures else []
+                          + tuning_plots.write(runs, evidence.choices(sweep_dir), out / "figures", cat)
+                          ) if figures else []
     written["runs"], written["failed"] = len(runs), int((runs["status"] != "success").sum())
     return written
