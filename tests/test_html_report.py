@@ -138,3 +138,13 @@ def test_report_cli_names_the_page_and_compare_html_adds_the_verdict(tmp_path: P
     lines = rows(verdict)
     assert len(lines) > 3 and {r[8] for r in lines} == {"unchanged"} and {r[2] for r in lines} == {
         "full", "lora", "prefix_tuning"}
+
+
+def test_a_replica_sweep_carries_its_warning_into_the_page(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path / "sweep", {("lora", 0): "success"})
+    path = next(sweep.rglob("result.json"))
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "base_info": {"replica": True}}))
+    written = tables.write_report(sweep, figures=False)
+    assert "random weights" in written["table.md"].read_text()
+    assert "random weights" in written["report.html"].read_text()

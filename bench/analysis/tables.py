@@ -167,9 +167,11 @@ def groups(runs: pd.DataFrame, summary: pd.DataFrame) -> Iterator[tuple[str, str
 
 
 def notes(group: pd.DataFrame, mine: pd.DataFrame, cat: Catalog) -> list[str]:
-    """What follows one (model, task)'s table, as Markdown: its primary metric and evidence, what forgetting
-    measured, the inference latency table (table.md and report.html both show them)."""
+    """What follows one (model, task)'s table, as Markdown: the replica warning, its primary metric and evidence,
+    what forgetting measured, the inference latency table (table.md and report.html both show them)."""
     parts, primary = [], metrics.primary(mine)
+    if mine.get("replica", pd.Series(dtype=bool)).any():
+        parts.append(REPLICA_NOTE + "\n")
     if primary:
         parts.append(f"Primary metric: {metrics.metric(primary, cat).label} (`{primary}`), as the task declares. "
                      + evidence.note(group) + "\n")
@@ -196,10 +198,7 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, title: str, cat: Catalog
         align = ["left", "left", "right"] + ["right"] * (len(shown.columns) - 3)
         text = shown.to_markdown(index=False, colalign=align, disable_numparse=True)   # keep "0.980", not 0.98
         replica = bool(mine.get("replica", pd.Series(dtype=bool)).any())
-        parts += [f"## {model}{' (replica)' if replica else ''} · {task}\n", text + "\n"]
-        if replica:
-            parts.append(REPLICA_NOTE + "\n")
-        parts += notes(group, mine, cat)
+        parts += [f"## {model}{' (replica)' if replica else ''} · {task}\n", text + "\n", *notes(group, mine, cat)]
     failed = runs[runs["status"] != "success"]
     if not failed.empty:
         rows = failed[["model", "task", "method", "seed", "status", "error", "log_path"]].copy()
