@@ -116,8 +116,8 @@ class CpuTracker:
             self.fast()
 
     def watcher(self, steps: set[int]) -> Callable[[int], contextlib.AbstractContextManager] | None:
-        """``watch(step)`` for ``bench.pipeline.train.fit``: a measuring window on ``steps``, nothing elsewhere (None off
-        CPU tracking, where the peak is CUDA's own statistic or the process's)."""
+        """``watch(step)`` for ``bench.pipeline.train.fit``: a measuring window on ``steps``, nothing elsewhere (None
+        off CPU tracking, where the peak is CUDA's own statistic or the process's)."""
         if not self.active:
             return None
         self.fast()
