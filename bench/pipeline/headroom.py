@@ -18,8 +18,9 @@ MARGIN = 0.10    # an estimate within this share of the free memory is warned ab
 GIB = 2**30
 # CPU training between the measured steps runs at glibc's speed (bench.pipeline.costs.CpuTracker's fast mode), where
 # the heap keeps freed activations resident: the process's peak exceeds the tensors' by this share of the activations
-# and backward's working set. Measured (the worker's RSS sampled every 0.25 s): SmolLM2-135M LoRA, micro-batch 8 ×
-# 315 tokens, 7.68 GiB in the measured (exact) steps, 9.95 GiB in the next step: +2.27 GiB, 0.35 of their 6.43.
+# and backward's working set. Measured (the worker's RSS sampled every 0.25 s), SmolLM2-135M LoRA: micro-batch 8 ×
+# 315 tokens, 7.68 GiB in the measured (exact) steps, 9.95 in the next: +2.27 GiB, 0.33 of their 6.89; micro-batch
+# 16 × 192 (triples_synth), 9.38 against 12.26: +2.88, 0.34 of 8.40. Rounded up.
 CPU_HEAP_SHARE = 0.35
 
 
