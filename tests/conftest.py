@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -13,6 +16,9 @@ import bench  # noqa: F401  (registers resolvers)
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 SHARED = ROOT.parent / "shared"
+# Read at import, before the session fixture below points PEFTBENCH_CACHE at a temporary folder: the checkout's cache
+# of tiny bases, which tests launching the shipped presets reuse (only a clean clone builds their base).
+CHECKOUT_CACHE = os.environ.get("PEFTBENCH_CACHE") or str(ROOT / ".cache" / "peftbench")
 
 # A small budget: enough for every method's loss to move, small enough for CI.
 TINY = ["model.pretrain.steps=60", "train.steps=12", "train.log_every=4", "eval.max_records=8",
@@ -61,3 +67,21 @@ def tiny_cfg(cache_dir, tmp_path):
         return compose_cfg(*TINY, f"cache_dir={cache_dir}", f"out_dir={out or tmp_path / 'run'}", *overrides)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def reduced_sweep(tmp_path_factory) -> Callable[[str], tuple[Path, subprocess.CompletedProcess]]:
+    """Factory: ``bench.sweep sweep=<preset>`` launched once per session (its folder, its process), shared by every
+    test that reads it: the regression gate compares it with its baseline, the browser test opens its report."""
+    done: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def run(preset: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if preset not in done:
+            sweep_dir = tmp_path_factory.mktemp("reduced") / preset
+            proc = subprocess.run([sys.executable, "-m", "bench.sweep", f"sweep={preset}", f"sweep_dir={sweep_dir}",
+                                   "report=false"], cwd=ROOT, env={**child_env(), "PEFTBENCH_CACHE": CHECKOUT_CACHE},
+                                  capture_output=True, text=True, timeout=1800)
+            done[preset] = sweep_dir, proc
+        return done[preset]
+
+    return run

@@ -1,8 +1,9 @@
-"""report.html in a real browser: a small real sweep (two methods × two seeds and their learning-rate search, through
-the real launcher at a tiny budget) opened from file:// in the system chromium (Debian's package, `make
-setup-browser`) driven by Playwright, every request off the file system aborted; the select boxes on a page of result
-JSONs made here (two models, no run). Playwright never downloads a browser here: it launches the system binary;
-without one the tests skip, saying so.
+"""report.html in a real browser: the report of a real sweep (the regression gate's nine launched methods,
+conf/sweep/ci.yaml, launched once a session and shared with tests/test_regression_ci.py) opened from file:// in the
+system chromium (Debian's package, `make setup-browser`) driven by Playwright, every request off the file system
+aborted; the figures a one-seed sweep without a search cannot have (seeds' spread, validation curves, the learning-rate
+sensitivity) and the select boxes on pages of result JSONs made here. Playwright never downloads a browser here: it
+launches the system binary; without one the tests skip, saying so.
 
     python -m tests.test_browser SWEEP_DIR PNG    # a screenshot of SWEEP_DIR/report/report.html (docs/img/report.png)
 """
@@ -13,7 +14,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,15 +21,14 @@ from typing import Any, Iterator
 import pytest
 
 from bench.analysis import tables
-from tests.conftest import ROOT, child_env
-from tests.test_regression_ci import CACHE   # the checkout's cache of tiny bases: a clean clone builds it once
-from tests.test_report import fake_record
+from tests.test_html_report import add_curves_and_search
+from tests.test_report import fake_record, write_sweep
 
 WIDTH = 1280
-# Two methods × two seeds at 20 steps with validation curves, after a two-candidate search per method at 10 steps.
-SWEEP = ["methods=[lora,prompt_tuning]", "seeds=[0,1]", "search.lr_factors=[0.5,2]",
-         "search.overrides=['train.steps=10']"]
-RUN = ["train.steps=20", "eval.max_records=8", "eval.curve.every=5", "eval.curve.records=8", "eval.latency.records=4"]
+FIGURES = ["Primary metric against trainable parameters", "Primary metric against peak memory used",
+           "Primary metric against latency p50", "Training loss", "Validation learning curves",
+           "Learning-rate sensitivity"]
+SHOWN = "els => els.map(e => [e.dataset.figure, e.querySelectorAll('.scatterlayer .trace').length])"
 RENDERED = """() => { const divs = Array.from(document.querySelectorAll('.plotly-graph-div'));
   return divs.length > 0 && divs.every(d => d._fullLayout && d.querySelector('svg.main-svg')); }"""
 
@@ -53,12 +52,11 @@ def browser_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def sweep(browser_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small real sweep, its report written by the sweep itself."""
-    root = tmp_path_factory.mktemp("browser") / "sweep"
-    done = subprocess.run([sys.executable, "-m", "bench.sweep", *SWEEP, f"sweep_dir={root}", "--", *RUN], cwd=ROOT,
-                          env={**child_env(), "PEFTBENCH_CACHE": CACHE}, capture_output=True, text=True, timeout=1200)
+def sweep(browser_path: str, reduced_sweep: Any) -> Path:
+    """The regression gate's real sweep (launched once a session), its report written as ``make report`` does."""
+    root, done = reduced_sweep("ci")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    tables.write_report(root, figures=False)
     return root
 
 
@@ -116,14 +114,10 @@ def test_every_figure_renders_offline_without_console_errors(opened: tuple[Any, 
                                                              sweep: Path) -> None:
     page, blocked, errors = opened
     assert blocked == [] and errors == []
-    figures = page.eval_on_selector_all(
-        "[data-figure]", "els => els.map(e => [e.dataset.figure, e.querySelectorAll('.scatterlayer .trace').length])")
-    assert [name for name, _ in figures] == [
-        "Primary metric against trainable parameters", "Primary metric against peak memory used",
-        "Primary metric against latency p50", "Training loss", "Validation learning curves",
-        "Learning-rate sensitivity"]
+    figures = page.eval_on_selector_all("[data-figure]", SHOWN)
+    assert [name for name, _ in figures] == FIGURES[:4]             # one seed, no curves, no search: said in place
     assert all(traces > 0 for _, traces in figures), figures
-    assert page.locator("[data-missing]").count() == 0
+    assert page.locator("[data-missing]").count() == 2
     assert page.eval_on_selector_all("#f-model option", "os => os.map(o => o.value)") == ["", "tiny_llama"]
     shot = sweep / "report" / "report.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -148,6 +142,16 @@ def test_clicking_a_heading_sorts_the_rows(opened: tuple[Any, list[str], list[st
     assert orders[0] == orders[1][::-1] and orders[0] != orders[1]   # each click reordered: sorted both ways
     assert sorted(before) == sorted(orders[0])
     assert blocked == [] and errors == []
+
+
+def test_seeds_curves_and_the_search_render_as_figures(browser: Any, tmp_path: Path) -> None:
+    """What the gate's sweep lacks: three seeds and their spread, validation curves and a learning-rate search."""
+    root = write_sweep(tmp_path / "sweep", {(m, s): "success" for m in ("full", "lora") for s in (0, 1, 2)})
+    add_curves_and_search(root)
+    for page, blocked, errors in open_page(browser, tables.write_report(root, figures=False)["report.html"]):
+        figures = page.eval_on_selector_all("[data-figure]", SHOWN)
+        assert [name for name, _ in figures] == FIGURES and all(traces > 0 for _, traces in figures), figures
+        assert page.locator("[data-missing]").count() == 0 and blocked == [] and errors == []
 
 
 def test_the_select_boxes_show_one_model(browser: Any, tmp_path: Path) -> None:

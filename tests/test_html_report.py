@@ -95,7 +95,8 @@ def test_a_sweep_of_failures_has_no_figure_and_no_plotly(tmp_path: Path) -> None
     assert "No successful run declares a primary metric" in text and "No successful run recorded a training" in text
 
 
-def test_curves_and_the_search_become_figures(sweep_dir: Path) -> None:
+def add_curves_and_search(sweep_dir: Path) -> None:
+    """Validation curves in every successful run of ``sweep_dir`` and a three-candidate search for lora."""
     for path in sweep_dir.rglob("result.json"):
         record = json.loads(path.read_text())
         if record["run_info"]["status"] == "success":
@@ -110,6 +111,10 @@ def test_curves_and_the_search_become_figures(sweep_dir: Path) -> None:
                   for lr, v in ((0.001, 0.5), (0.005, 0.8), (0.02, 0.6))]
     (search / "choice.json").write_text(json.dumps({"chosen_lr": 0.005, "metric": "f1_micro", "runs": 3,
                                                     "cost_s": 30.0, "candidates": candidates}))
+
+
+def test_curves_and_the_search_become_figures(sweep_dir: Path) -> None:
+    add_curves_and_search(sweep_dir)
     text = tables.write_report(sweep_dir, figures=False)["report.html"].read_text()
     assert "data-missing" not in text and text.count("Plotly.newPlot(") == 6
     assert 'data-figure="Validation learning curves"' in text and 'data-figure="Learning-rate sensitivity"' in text
