@@ -73,8 +73,8 @@ def score_of(result: dict[str, Any]) -> tuple[float, float] | None:
     if (result.get("run_info") or {}).get("status") != "success":
         return None
     if result["eval_info"].get("split") != "validation":
-        raise ValueError(f"a candidate scored on {result['eval_info'].get('split')}: a search chooses on the validation "
-                         "split only (its candidates run with eval.split=validation)")
+        raise ValueError(f"a candidate scored on {result['eval_info'].get('split')}: a search chooses on the "
+                         "validation split only (its candidates run with eval.split=validation)")
     task = result["task_info"]
     spec = next(m for m in task["metric_list"] if m["metric"] == task["primary_metric"])
     value = float(result["eval_info"][task["primary_metric"]])

@@ -39,7 +39,8 @@ def render(triples: Iterable[Triple], task_cfg: Any) -> str:
 
 
 def generate(task_cfg: Any, *, n: int, seed: int) -> list[Record]:
-    """Synthetic records (bench/taskdata/splits.py asks for each split with its own seed), answers in the task's format."""
+    """Synthetic records (bench/taskdata/splits.py asks for each split with its own seed), answers in the task's
+    format."""
     gen = task_cfg.generator
     records = synth.generate(n, seed, gen.schema, language=gen.get("language", "zh"))
     if _form(task_cfg) == ("lines", "_"):

@@ -122,15 +122,16 @@ CASES = [
     ("test_split_empty", fixed("task.generator.n_test=0"), "task.generator.n_test=0 gives an empty test split"),
     ("answers_not_triples_strict", user_data(rows(GOOD, {"text": "b", "answer": "only two_parts"}),
                                              "task.data.strict_format=true"),
-     "train split: 1 of 2 records have answers that are not head_relation_tail lines (e.g. record 1: 'only two_parts')"),
+     "train split: 1 of 2 records have answers that are not head_relation_tail lines "
+     "(e.g. record 1: 'only two_parts')"),
     # the task's declarations
     ("tiny_model_without_source_task", fixed("task.base_task=null"), "has no base_task, and a tiny model needs one"),
     ("primary_metric_undeclared", fixed("task.primary_metric=accuracy"),
      "primary_metric=accuracy is not in its metric_list"),
     ("metric_without_direction", fixed("task.metric_list=[{metric:f1_micro}]"), "needs `metric` (a name) and "
      "`higher_is_better`"),
-    ("task_module_incomplete", fixed("task.module=bench.core.errors"), "task.module=bench.core.errors has no ['prompt', "
-     "'score', 'generate']"),
+    ("task_module_incomplete", fixed("task.module=bench.core.errors"), "task.module=bench.core.errors has no "
+     "['prompt', 'score', 'generate']"),
 ]
 
 

@@ -23,7 +23,8 @@ def test_a_hostfile_cell_command_and_world_size(tmp_path: Path, fake: Path) -> N
     hosts = tmp_path / "hosts"
     hosts.write_text("# the cluster\nnode1 slots=8\nnode2 slots=8   # second node\n")
     cfg = sweep_cfg(tmp_path, fake, "methods=[lora]", "gpus=8", f"hostfile={hosts}",
-                    "cell_cmd=[deepspeed,--num_gpus,'${gpus}',--master_port,'29511',--no_local_rank,--module,bench.run]")
+                    "cell_cmd=[deepspeed,--num_gpus,'${gpus}',--master_port,'29511',"
+                    "--no_local_rank,--module,bench.run]")
     head, *rest = sweep.launcher(cfg)     # deepspeed, found beside this interpreter
     assert Path(head).name == "deepspeed" and rest == ["--hostfile", str(hosts), "--num_gpus", "8", "--master_port",
                                                        "29511", "--no_local_rank", "--module", "bench.run"]

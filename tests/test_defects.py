@@ -73,7 +73,7 @@ def test_base_key_covers_the_deepspeed_json_contents(tmp_path: Path) -> None:
     first = tinybase.base_key(cfg, VOCAB)
     path.write_text('{"gradient_clipping": 0.1}')
     assert tinybase.base_key(cfg, VOCAB) != first
-    assert tinybase.deepspeed_section(cfg.deepspeed).extra.gradient_clipping == 0.1      # and the build applies the file
+    assert tinybase.deepspeed_section(cfg.deepspeed).extra.gradient_clipping == 0.1   # and the build applies the file
 
 
 def test_base_key_ignores_what_the_build_does_not_read() -> None:

@@ -51,7 +51,8 @@ def test_the_lock_is_chosen_by_the_torch_build(monkeypatch):
 
 def test_drift_is_one_line_naming_package_versions_and_fix(tmp_path):
     lock = tmp_path / "some.lock"
-    lock.write_text("# made by pip-compile\ntabulate==0.0.1\n    # via peftbench\nnot-installed-pkg==1.0 ; python_version < '4'\n")
+    lock.write_text("# made by pip-compile\ntabulate==0.0.1\n    # via peftbench\n"
+                    "not-installed-pkg==1.0 ; python_version < '4'\n")
     line = environment.describe(environment.drift(lock), lock)
     assert "\n" not in line and line.startswith("installed packages differ from some.lock: ")
     assert f"tabulate {environment.installed('tabulate')} (locked 0.0.1)" in line

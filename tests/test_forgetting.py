@@ -130,7 +130,8 @@ def test_report_shows_forgetting_as_a_column_and_a_figure(tmp_path: Path) -> Non
     assert list(front.get_xdata()) == pytest.approx([0.015, 0.055, 0.305])      # all three trade F1 for forgetting
     written = tables.write_report(sweep)
     names = {p.name for p in (sweep / "report" / "figures").iterdir()}
-    assert {"f1_micro_vs_forgetting-tiny_llama-triples_synth.png", "f1_micro_vs_forgetting-tiny_llama-triples_synth.pdf"} <= names
+    assert {"f1_micro_vs_forgetting-tiny_llama-triples_synth.png",
+            "f1_micro_vs_forgetting-tiny_llama-triples_synth.pdf"} <= names
     md = written["table.md"].read_text()
     assert "| Forgetting ↓ |" in " ".join(md.split())
     lora = next(line for line in md.splitlines() if line.startswith("| lora"))

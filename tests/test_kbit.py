@@ -1,4 +1,5 @@
-"""k-bit bases (bench/models/kbit.py): refused where they cannot work, in seconds; trained and reproduced where they can."""
+"""k-bit bases (bench/models/kbit.py): refused where they cannot work, in seconds; trained and reproduced where
+they can."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_bad_combinations_are_refused_before_loading(tmp_path, overrides, messag
 
 def test_a_missing_bitsandbytes_names_the_install(tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     with pytest.raises(ConfigError, match=r"needs bitsandbytes.*pip install 'bitsandbytes>=0.50'"):
         validate.check(compose_cfg("quantization.bits=4", f"out_dir={tmp_path}"))
 

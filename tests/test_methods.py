@@ -33,7 +33,8 @@ def run(cfg) -> dict:
 
 
 def reproduce(out: Path, *batch_sizes: int) -> dict:
-    """``bench.pipeline.reload`` in a fresh process: the saved weights reloaded as a user would, regenerated, re-scored."""
+    """``bench.pipeline.reload`` in a fresh process: the saved weights reloaded as a user would, regenerated,
+    re-scored."""
     sizes = [arg for b in batch_sizes for arg in ("--batch-size", str(b))]
     done = subprocess.run([sys.executable, "-m", "bench.reproduce", str(out), *sizes, "--plain"], cwd=ROOT,
                           env=child_env(), capture_output=True, text=True, timeout=300)

@@ -60,7 +60,8 @@ def test_tiny_llama_base_is_still_the_one_the_committed_baseline_measured():
     require_lock()
     baseline = json.loads((ROOT / "results/baselines/embedded.json").read_text())
     assert tinybase.tokenizer_and_key(compose_cfg())[1] == baseline["fingerprint"]["base_key"], (
-        "tiny_llama's base key moved: the embedded baseline no longer applies (docs/regressions.md: updating the baseline)")
+        "tiny_llama's base key moved: the embedded baseline no longer applies "
+        "(docs/regressions.md: updating the baseline)")
 
 
 @pytest.fixture(scope="module")

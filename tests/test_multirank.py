@@ -38,7 +38,8 @@ def test_two_ranks_train_and_rank_zero_writes(cache_dir, tmp_path):
     for rank in (0, 1):
         env = {**child_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, "-m", "bench.run", *common, f"hydra.run.dir={tmp_path / str(rank)}"],
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench.run", *common,
+                                       f"hydra.run.dir={tmp_path / str(rank)}"],
                                       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]

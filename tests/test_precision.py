@@ -28,8 +28,9 @@ OTHER_METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml")
 
 
 def trained_in(precision: str, method: str, out: Path) -> tuple:
-    """A tiny base saved in fp32 (as bench.pipeline.tinybase caches it), the method's trainable model on it with its trainable
-    weights moved (a stand-in for training), cast to the training precision as DeepSpeed's engine casts it."""
+    """A tiny base saved in fp32 (as bench.pipeline.tinybase caches it), the method's trainable model on it with its
+    trainable weights moved (a stand-in for training), cast to the training precision as DeepSpeed's engine casts
+    it."""
     cfg = compose_cfg(*TINY, f"method={method}", f"out_dir={out}", f"cache_dir={out / 'cache'}")
     tokenizer, _ = tinybase.tokenizer_and_key(cfg)
     tokenizer.save_pretrained(out / "tokenizer")      # prompt tuning initialises from the instruction text

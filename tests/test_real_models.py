@@ -38,12 +38,14 @@ GPU_PRECISION = "deepspeed=fp16"
 # as mirrored in tinygrad's examples/llama.py ("code" 34B: dim 8192, 48 layers, 64 heads, 8 kv heads, hidden 22016,
 # vocab 32000, rope_theta 1e6); THUDM/chatglm-6b config.json (mirror greensheng/chatglm-6b, commit fba708a).
 PUBLISHED = {
-    "llama2_7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                      num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
-    "codellama_7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=32, vocab_size=32016, max_position_embeddings=16384),
-    "codellama_34b": dict(model_type="llama", hidden_size=8192, intermediate_size=22016, num_hidden_layers=48, num_attention_heads=64,
-                          num_key_value_heads=8, vocab_size=32000, max_position_embeddings=16384),
+    "llama2_7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
+    "codellama_7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=32, vocab_size=32016,
+                         max_position_embeddings=16384),
+    "codellama_34b": dict(model_type="llama", hidden_size=8192, intermediate_size=22016, num_hidden_layers=48,
+                          num_attention_heads=64, num_key_value_heads=8, vocab_size=32000,
+                          max_position_embeddings=16384),
     "chatglm_6b": dict(hidden_size=4096, intermediate_size=16384, num_hidden_layers=28, num_attention_heads=32,
                        num_key_value_heads=32, vocab_size=130528, max_position_embeddings=2048),
 }

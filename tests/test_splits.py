@@ -1,5 +1,5 @@
-"""bench.taskdata.splits: every task's records come from files (any of four formats, keys mapped) or its generator, dealt
-into train, validation and test the same way; and the triple task's answer formats."""
+"""bench.taskdata.splits: every task's records come from files (any of four formats, keys mapped) or its generator,
+dealt into train, validation and test the same way; and the triple task's answer formats."""
 
 from __future__ import annotations
 

@@ -88,7 +88,8 @@ def test_grid_order_and_cell_overrides(tmp_path: Path, fake: Path) -> None:
     assert [(c.method, c.seed) for c in cells] == [("lora", 0), ("full", 0), ("lora", 1), ("full", 1)]
     out = cells[0].out_dir(Path("S"))
     assert out == Path("S/tiny_llama/triples_synth/lora/seed0")
-    assert sweep_grid.run_overrides(cfg, cells[0], out)[-3:] == ["eval.max_records=8", "train.steps=5", "method.lr=0.01"]
+    assert sweep_grid.run_overrides(cfg, cells[0], out)[-3:] == ["eval.max_records=8", "train.steps=5",
+                                                                 "method.lr=0.01"]
     assert "method.lr=0.01" not in sweep_grid.run_overrides(cfg, cells[1], out)
     one = sweep_cfg(tmp_path, fake, "methods=lora", "seeds=3")          # what a multirun job gets
     assert [(c.method, c.seed) for c in sweep_grid.grid(one)] == [("lora", 3)]

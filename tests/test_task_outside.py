@@ -1,6 +1,7 @@
 """A task written outside tasks/ and conf/ — a module and a YAML in a temporary folder, with a metric of its own name
 and direction — runs through a real two-method sweep; the table, LaTeX, CSV, primary-metric figure and the compare
-verdict all show that metric, judged by its declared direction, with no edit to bench/ (docs/tasks.md "Adding a task")."""
+verdict all show that metric, judged by its declared direction, with no edit to bench/ (docs/tasks.md "Adding a
+task")."""
 
 from __future__ import annotations
 
@@ -119,4 +120,5 @@ def test_compare_judges_the_metric_by_its_declared_direction(sweep, tmp_path):
     verdict = _compare(env, "compare", worse, "--baseline", tmp_path / "letters.json", "--changed")
     rows = {line.split("|")[3].strip(): line for line in verdict.stdout.splitlines() if "Count error" in line}
     assert verdict.returncode == 1, verdict.stdout
-    assert rows["lora"].rstrip(" |").endswith("**regressed**") and rows["prompt_tuning"].rstrip(" |").endswith("improved")
+    assert (rows["lora"].rstrip(" |").endswith("**regressed**")
+            and rows["prompt_tuning"].rstrip(" |").endswith("improved"))

@@ -121,7 +121,8 @@ def quality_vs_params(runs: pd.DataFrame, *, quality: str, cost: str = "trainabl
 
 
 def quality_vs_forgetting(runs: pd.DataFrame, *, quality: str) -> Figure:
-    """The task's primary metric against the base ability lost (bench/pipeline/forgetting.py), the measure named on x."""
+    """The task's primary metric against the base ability lost (bench/pipeline/forgetting.py), the measure named
+    on x."""
     kinds = " / ".join(sorted(runs["forgetting_measure"].dropna().unique()))
     fig = tradeoff(runs, quality=quality, cost="forgetting", log_x=False,
                    xlabel=f"{metric('forgetting').heading}: base ability lost ({kinds})")

@@ -1,4 +1,5 @@
-"""The DeepSpeed engine of a run: its JSON config, the optimizer's parameter groups, the schedule, and the loss scale."""
+"""The DeepSpeed engine of a run: its JSON config, the optimizer's parameter groups, the schedule, and the loss
+scale."""
 
 from __future__ import annotations
 

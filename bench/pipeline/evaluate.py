@@ -151,7 +151,8 @@ def fixed_length_ms(model: Any, tokenizer: Any, prompts: list[str], *, new_token
     generate_fn = generate_fn or model_generate
     device = next(model.parameters()).device
     encoded = encode_prompts(tokenizer, prompts, max_prompt_tokens)
-    batches = [{k: v.to(device) for k, v in encoding.left_pad(encoded[s:s + batch_size], tokenizer.pad_token_id).items()}
+    batches = [{k: v.to(device)
+                for k, v in encoding.left_pad(encoded[s:s + batch_size], tokenizer.pad_token_id).items()}
                for s in range(0, len(encoded), batch_size)]
     times, outputs = [], []
     for _ in range(repeats + 1):

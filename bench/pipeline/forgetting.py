@@ -5,8 +5,8 @@ the trained model as it is evaluated (``after``, adapter enabled). Which ability
 
 - ``general_text``: next-token cross-entropy on general English that is not the task's (peft's method
   comparison measures forgetting this way); the text ships with the project (``bench/assets``, CC0).
-- ``source_task``: the primary metric of the source task a tiny base was trained on (``bench.pipeline.tinybase``), on its
-  test split: a tiny model has no general English, its source task is all it knew.
+- ``source_task``: the primary metric of the source task a tiny base was trained on (``bench.pipeline.tinybase``), on
+  its test split: a tiny model has no general English, its source task is all it knew.
 - ``auto``: ``source_task`` where the run has a tiny base with a source task, else ``general_text``.
 
 Both abilities are recorded so that higher is better (the source metric, negated where its task declares lower

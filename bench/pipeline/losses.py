@@ -1,4 +1,5 @@
-"""The task's token cross-entropy, scored a few rows of logits at a time (training, evaluation and forgetting share it)."""
+"""The task's token cross-entropy, scored a few rows of logits at a time (training, evaluation and forgetting
+share it)."""
 
 from __future__ import annotations
 

@@ -95,7 +95,8 @@ def check(run_dir: Path, *, batch_sizes: list[int], plain: bool) -> dict[str, An
         same = sum(a == r["prediction"] for a, r in zip(answers, rows, strict=True))
         scores = rescore(cfg.task, [{**r, "prediction": a} for r, a in zip(rows, answers)])
         report["setups"][name] = {"identical": same, "metrics_equal": scores == quality(record["eval_info"], keys),
-                                  "mismatches": [i for i, (a, r) in enumerate(zip(answers, rows)) if a != r["prediction"]]}
+                                  "mismatches": [i for i, (a, r) in enumerate(zip(answers, rows))
+                                                 if a != r["prediction"]]}
     report["ok"] = report["rescored_equal"] and all(s["identical"] == len(rows) and s["metrics_equal"]
                                                     for s in report["setups"].values())
     return report

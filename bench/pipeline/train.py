@@ -143,7 +143,8 @@ def fit(engine: Any, stream: Iterator[dict[str, torch.Tensor]], *, steps: int, g
         log.warning("fp16 loss scaling: %d of %d optimizer steps skipped on overflow; final loss scale %s",
                     overflow, done, scale)
     return {"steps": done, "train_tokens": tokens, "train_time_s": elapsed, "tokens_per_s": tokens / elapsed,
-            "loss_curve": (totals[:, 0] / totals[:, 1]).tolist(), "objective_curve": (totals[:, 2] / totals[:, 1]).tolist(),
+            "loss_curve": (totals[:, 0] / totals[:, 1]).tolist(),
+            "objective_curve": (totals[:, 2] / totals[:, 1]).tolist(),
             "final_loss": float(last[0] / last[1]), "final_loss_steps": window, "skipped_steps": overflow,
             "loss_scale_final": scale, "stopped_by": stopped_by, "probe_time_s": probing}
 

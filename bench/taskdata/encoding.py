@@ -204,7 +204,8 @@ def longest(examples: list[dict[str, Any]], cap: int) -> dict[str, int]:
 
 
 def length(example: dict[str, Any]) -> int:
-    """Tokens of an encoded example, every padded sequence of it counted (encoder and decoder for an encoder–decoder)."""
+    """Tokens of an encoded example, every padded sequence of it counted (encoder and decoder for an
+    encoder–decoder)."""
     return sum(example["widths"])
 
 
