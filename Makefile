@@ -16,7 +16,7 @@ BASELINE ?= results/baselines/embedded.json
 
 RUN     ?=
 
-.PHONY: help setup setup-browser lock check-env gpu-check run memory base sweep report reproduce perf test test-models test-fast clean baseline compare
+.PHONY: help setup setup-browser lock check-env gpu-check run memory base sweep report reproduce perf perf-gpu test test-models test-fast clean baseline compare
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ compare:  ## regression verdict of a sweep against a baseline (exit 1 on a regre
 
 perf:  ## harness overhead, batched vs per-record generation, padding, a cell's time split -> results/perf/perf.json
 	$(PY) -m bench.perf hydra.run.dir=results/perf
+
+perf-gpu:  ## on a GPU: harness vs bare loop on 1.1B and 7B replicas, tokens/s and MFU -> results/perf/gpu.json
+	$(PY) -m bench.gpuperf hydra.run.dir=results/perf
 
 memory:  ## pre-flight memory estimate of a run, nothing launched: make memory MODEL=codellama_34b METHOD=lora ARGS="train.micro_batch_size=4"
 	$(PY) -m bench.memory model=$(MODEL) method=$(METHOD) task=$(TASK) gpus=$(GPUS) $(ARGS)

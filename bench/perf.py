@@ -54,6 +54,14 @@ def bare_inputs(cfg: DictConfig, folder: Path, steps: int) -> tuple[Path, Path |
     """The batches the harness's cell trains on first (same seed, grouping, size), saved for the bare loop with
     the method's PEFT config (None: full fine-tuning) and the run's DeepSpeed config; and their tokens."""
     tokenizer, model, info = _loaded(cfg)
+    peft_dir, ds, tokens, _ = save_inputs(cfg, folder, steps, tokenizer, model)
+    return Path(info["path"]), peft_dir, ds, tokens
+
+
+def save_inputs(cfg: DictConfig, folder: Path, steps: int, tokenizer: Any, model: Any
+                ) -> tuple[Path | None, dict[str, Any], int, int]:
+    """``bare_inputs`` for a model already at hand (on the meta device will do: only its parameter counts are read);
+    and the method's trainable parameters."""
     examples = encoding.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
     stream = encoding.batches(examples, encoding.BatchPlan.of(cfg.train, seed=int(cfg.seed)),
                               pad_id=tokenizer.pad_token_id)
@@ -65,11 +73,12 @@ def bare_inputs(cfg: DictConfig, folder: Path, steps: int) -> tuple[Path, Path |
         peft_dir = folder / "peft"
         hydra.utils.instantiate(cfg.method.peft_config).save_pretrained(str(peft_dir))
     wrapped = hydra.utils.get_method(cfg.method.builder)(model, cfg.method, cfg.model)
+    trainable = int(costs.parameter_counts(wrapped)["trainable_params"])
     ds = engine_setup.deepspeed_config(cfg.deepspeed, micro_batch_size=int(cfg.train.micro_batch_size), grad_accum=1,
                                 grad_clip=float(cfg.train.grad_clip), prec=dtypes.resolve(cfg.deepspeed),
-                                trainable=costs.parameter_counts(wrapped)["trainable_params"])   # the run's bucket
+                                trainable=trainable)   # the run's bucket
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-    return Path(info["path"]), peft_dir, ds, tokens
+    return peft_dir, ds, tokens, trainable
 
 
 def _own_env() -> dict[str, str]:
@@ -92,10 +101,11 @@ def _launch(args: list[str], out_dir: Path) -> dict[str, Any]:
     return record
 
 
-def _bare(model_dir: Path, folder: Path, peft_dir: Path | None, ds: dict[str, Any], lr: float) -> list[float]:
-    """``bench.bare`` in a process of its own; the seconds of each step."""
+def _bare(model_dir: Path, folder: Path, peft_dir: Path | None, ds: dict[str, Any], lr: float,
+          extra: tuple[str, ...] = ()) -> list[float]:
+    """``bench.bare`` in a process of its own (``extra``: its ``--random``, ``--dtype``); the seconds of each step."""
     cmd = [sys.executable, "-m", "bench.bare", str(model_dir), str(folder / "batches.pt"), str(folder / "bare.json"),
-           "--ds", json.dumps(ds), "--lr", str(lr), *(["--peft", str(peft_dir)] if peft_dir else [])]
+           "--ds", json.dumps(ds), "--lr", str(lr), *(["--peft", str(peft_dir)] if peft_dir else []), *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_own_env())
     if proc.returncode:
         raise RuntimeError(f"bare loop failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")

@@ -9,7 +9,8 @@ The tokenizer is the character tokenizer tiny models use (``bench.models.chartok
 texts, with the shape's ``vocab_size`` as embedding rows (the ids past the characters are rows no text reaches, as a
 real tokenizer's unused entries): no file is needed on any machine, and the model keeps its published size. A
 character tokenizer makes a text's sequence longer than a BPE tokenizer would; tokens/s is per token either way.
-A shape scaled down for a CPU test is a command line away: ``model.shape.num_hidden_layers=2 model.shape.hidden_size=64``.
+A shape scaled down for a CPU test is a command line away:
+``model.shape.num_hidden_layers=2 model.shape.hidden_size=64``.
 """
 
 from __future__ import annotations
