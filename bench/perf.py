@@ -133,7 +133,8 @@ def step_overhead(case: Any, pcfg: Any) -> dict[str, Any]:
     med = {k: statistics.median(v) for k, v in sides.items()}
     return {"model": case.model, "method": case.method, "steps": steps, "repeats": repeats,
             "tokens_per_step": tokens / steps, **{f"{k}_step_s": v for k, v in med.items()},
-            "ratio_tracking_on": med["tracking_on"] / med["bare"], "ratio_tracking_off": med["tracking_off"] / med["bare"],
+            "ratio_tracking_on": med["tracking_on"] / med["bare"],
+            "ratio_tracking_off": med["tracking_off"] / med["bare"],
             "train_tokens_per_s": {k: tokens / steps / v for k, v in med.items()}, "samples": sides}
 
 
@@ -164,7 +165,8 @@ def padding(cfg: DictConfig) -> dict[str, Any]:
     tokenizer, _, _ = _loaded(cfg)
     examples = encoding.encode(splits.load(cfg.task, "train"), tokenizer, cfg.task)
     size = int(cfg.train.micro_batch_size)
-    return {str(cfg.task.name): {"grouped": encoding.pad_share(examples, encoding.BatchPlan(size, group_by_length=True)),
+    grouped = encoding.BatchPlan(size, group_by_length=True)
+    return {str(cfg.task.name): {"grouped": encoding.pad_share(examples, grouped),
                                  "ungrouped": encoding.pad_share(examples, encoding.BatchPlan(size))}}
 
 
@@ -188,7 +190,8 @@ def table(report: dict[str, Any]) -> str:
     lines = ["| model | method | bare loop step (ms) | harness, tracking on | ratio | harness, tracking off | ratio |",
              "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['method']} | {1000 * r['bare_step_s']:.1f} | {1000 * r['tracking_on_step_s']:.1f} "
-              f"| {r['ratio_tracking_on']:.3f} | {1000 * r['tracking_off_step_s']:.1f} | {r['ratio_tracking_off']:.3f} |"
+              f"| {r['ratio_tracking_on']:.3f} | {1000 * r['tracking_off_step_s']:.1f} "
+              f"| {r['ratio_tracking_off']:.3f} |"
               for r in report["step_time"]]
     lines += ["", "| model | records | batched (s) | one at a time (s) | speed-up | gen tokens/s batched | identical |",
               "|---|---:|---:|---:|---:|---:|---|"]
