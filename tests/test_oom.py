@@ -81,19 +81,19 @@ def test_a_run_that_cannot_fit_is_refused_in_seconds_and_the_override_runs_it(tm
     distributed.ensure_distributed()   # a first process group builds DeepSpeed's op once (cached): not the check's time
     out = tmp_path / "refused"
     start = time.perf_counter()
-    code = execute(compose_cfg(*local_model, *SMALL, "train.micro_batch_size=4096", f"out_dir={out}"))
+    code = execute(compose_cfg(*local_model, *SMALL, "train.micro_batch_size=128", f"out_dir={out}"))
     took = time.perf_counter() - start
     info = json.loads((out / "result.json").read_text())["run_info"]
     assert code == 2 and info["status"] == "invalid", info
     assert info["error"].startswith("ConfigError: memory: the run needs an estimated"), info["error"]
-    assert "micro-batch 4096 ×" in info["error"] and "train.micro_batch_size=" in info["error"]
+    assert "micro-batch 128 ×" in info["error"] and "train.micro_batch_size=" in info["error"]
     assert "train.memory_check=warn runs it anyway" in info["error"]
     assert took < 30, f"refused after {took:.0f} s"
     fits = int(info["error"].split("train.micro_batch_size=")[1].split()[0])
-    assert 1 <= fits < 4096
+    assert 1 <= fits < 128
 
     out = tmp_path / "warned"
-    assert execute(compose_cfg(*local_model, *SMALL, "train.micro_batch_size=4096", "train.memory_check=warn",
+    assert execute(compose_cfg(*local_model, *SMALL, "train.micro_batch_size=128", "train.memory_check=warn",
                                f"out_dir={out}")) == 0
     estimate = json.loads((out / "result.json").read_text())["train_info"]["mem_estimate"]
     assert abs(estimate["fitting_micro_batch"] - fits) <= 2 and estimate["free_where"] == "CPU RAM"   # RSS moves
