@@ -34,12 +34,14 @@ def shm_buffer() -> Path:
 
 def extensions_dir() -> Path:
     """Where torch compiles the ops DeepSpeed builds at run time (on CPU its shared-memory all-reduce: ~30-60 s on
-    two cores): the checkout's cache, a folder per environment (interpreter, torch, deepspeed), so every later run
-    loads the build and two environments never rebuild over each other in torch's one default folder, as they did
-    (``TORCH_EXTENSIONS_DIR`` set by the user wins)."""
+    two cores): the checkout's cache, a folder per environment (interpreter, torch, deepspeed) and per ``ninja`` on
+    the PATH, so every later run loads the build. In torch's one default folder the venv's ninja (1.13, log v7) and
+    the system's (1.11, log v5) each discarded the other's log and rebuilt the op whenever a process with the other
+    PATH came (``TORCH_EXTENSIONS_DIR`` set by the user wins)."""
+    import shutil
     from importlib import metadata
 
-    key = f"{sys.prefix}|{metadata.version('torch')}|{metadata.version('deepspeed')}"
+    key = f"{sys.prefix}|{metadata.version('torch')}|{metadata.version('deepspeed')}|{shutil.which('ninja')}"
     return CACHE_ROOT / "torch_extensions" / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
