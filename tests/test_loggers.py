@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from bench.core.errors import ConfigError
 from bench.pipeline import engine_setup, trackers
 from bench.run import execute
 from bench.sweeping import grid as sweep_grid
-from tests.conftest import CONF, compose_cfg
+from tests.conftest import CONF, ROOT, compose_cfg
 from tests.test_bad_inputs import save_random_tiny
 
 STEPS, LOG_EVERY, CURVE_EVERY = 10, 4, 5   # windows of 4, 4 and a last one of 2; one curve point, at step 5
@@ -218,3 +220,12 @@ def test_each_step_is_sent_with_the_lr_and_loss_scale_it_used() -> None:
     assert [(v["lr"], v["lr_group1"], v["loss_scale"]) for _, v in steps] == \
         [(1e-3, 1e-2, 2.0**16), (5e-4, 5e-3, 2.0**15), (2.5e-4, 2.5e-3, 2.0**14)]
     assert [v.get("tokens_per_s") for _, v in steps] == [None, 10.0, 10.0]   # 20 tokens in 2 s, then 10 in 1 s
+
+
+def test_deepspeeds_autotuner_does_not_import_mlflow_but_the_logger_can():
+    """Where mlflow is installed (logger=mlflow), ``import deepspeed`` would import it for the autotuner, 1.5 s of
+    every process's start (bench/__init__.py); refused there only, mlflow still imports for the logger."""
+    probe = ("import sys, bench, deepspeed; from deepspeed.autotuning import autotuner; "
+             "print(autotuner.has_mlflow, 'mlflow' in sys.modules); import mlflow; print(mlflow.MlflowClient.__name__)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split()[-3:] == ["False", "False", "MlflowClient"], done.stderr[-2000:]
