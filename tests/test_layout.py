@@ -85,11 +85,12 @@ def test_bench_names_no_task_metric():
 
 
 def test_the_architecture_page_lists_every_module_of_the_tree():
-    listed = set(re.findall(r"^- `((?:bench|methods|tasks)/[\w/]+\.py)`: \S", (ROOT / "docs/architecture.md").read_text(),
-                            flags=re.M))
+    page = (ROOT / "docs/architecture.md").read_text()
+    listed = set(re.findall(r"^- `((?:bench|methods|tasks)/[\w/]+\.py)`: \S", page, flags=re.M))
     tree = {str(p.relative_to(ROOT)) for d in ("bench", "methods", "tasks") for p in (ROOT / d).rglob("*.py")
             if p.name != "__init__.py"}
-    assert listed == tree, f"docs/architecture.md lists {sorted(listed - tree)} (gone) and misses {sorted(tree - listed)}"
+    assert listed == tree, (f"docs/architecture.md lists {sorted(listed - tree)} (gone) "
+                            f"and misses {sorted(tree - listed)}")
 
 
 def test_every_documented_entry_point_exists():
@@ -114,3 +115,11 @@ def test_the_sweeps_commands_run_entry_points():
         module = cmd[cmd.index("--module" if "--module" in cmd else "-m") + 1]
         path = ROOT / (module.replace(".", "/") + ".py")
         assert path.is_file() and '__name__ == "__main__"' in path.read_text(), f"{key}: {module} is no entry point"
+
+
+def test_lines_fit_in_120_columns():
+    """STYLE.md's line length, in the library, the methods, the tasks, the scripts and the tests."""
+    long = [f"{p.relative_to(ROOT)}:{i}" for d in ("bench", "methods", "tasks", "scripts", "tests")
+            for p in sorted((ROOT / d).rglob("*.py")) for i, line in enumerate(p.read_text().splitlines(), 1)
+            if len(line) > 120]
+    assert not long, f"{len(long)} lines over 120 columns: {long[:20]}"

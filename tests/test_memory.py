@@ -43,7 +43,8 @@ def real_saved_bytes(model: torch.nn.Module, batch: int, length: int) -> int:
     return sum(kept.values())
 
 
-@pytest.mark.parametrize("method", [None, peft.LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"]),
+@pytest.mark.parametrize("method", [None,
+                                    peft.LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"]),
                                     peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)],
                          ids=["full", "lora", "prefix"])
 def test_meta_count_matches_a_real_forward(method):
@@ -82,8 +83,9 @@ def test_estimate_within_a_quarter_of_the_measured_peak(cache_dir, tmp_path, met
     """A 45M-parameter LLaMA on CPU (tensors dominate the process's growth), every batch of the data seen."""
     overrides = ["model.arch.hidden_size=512", "model.arch.intermediate_size=1376", "model.arch.num_hidden_layers=4",
                  "model.arch.num_attention_heads=8", "model.arch.num_key_value_heads=8", "model.pretrain.steps=2",
-                 "task.generator.n_train=64", "task.base_task.generator.n_train=64", "task.base_task.generator.n_test=4",
-                 "task.base_task.min_score=null", "train.steps=10", "train.micro_batch_size=8", "eval.max_records=4", "eval.latency.records=4",
+                 "task.generator.n_train=64", "task.base_task.generator.n_train=64",
+                 "task.base_task.generator.n_test=4", "task.base_task.min_score=null", "train.steps=10",
+                 "train.micro_batch_size=8", "eval.max_records=4", "eval.latency.records=4",
                  f"method={method}", f"cache_dir={cache_dir}", f"out_dir={tmp_path}"]
     done = subprocess.run([sys.executable, "-m", "bench.run", *overrides], cwd=ROOT, env=child_env(),
                           capture_output=True, text=True, timeout=600)
