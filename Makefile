@@ -51,8 +51,8 @@ reproduce:  ## reload a run's saved weights in a fresh process, regenerate, comp
 baseline:  ## summarize a sweep into a committed baseline: make baseline SWEEP=results/sweeps/ci NAME=embedded
 	$(PY) -m bench.compare baseline $(SWEEP) --name $(NAME)
 
-compare:  ## regression verdict of a sweep against a baseline (exit 1 on a regression)
-	$(PY) -m bench.compare compare $(SWEEP) --baseline $(BASELINE)
+compare:  ## regression verdict of a sweep against a baseline (exit 1 on a regression); HTML=1: also as report.html's first section
+	$(PY) -m bench.compare compare $(SWEEP) --baseline $(BASELINE) $(if $(HTML),--html)
 
 perf:  ## harness overhead, batched vs per-record generation, padding, a cell's time split -> results/perf/perf.json
 	$(PY) -m bench.perf hydra.run.dir=results/perf
@@ -66,8 +66,8 @@ memory:  ## pre-flight memory estimate of a run, nothing launched: make memory M
 base:  ## build (or find) the cached tiny base for MODEL and TASK
 	$(PY) -m bench.base model=$(MODEL) task=$(TASK) hydra.run.dir=.cache/peftbench/logs $(ARGS)
 
-test:  ## the test suite (CPU, no network; the model matrix is `make test-models`)
-	$(PY) -m pytest -q -m "not matrix"
+test:  ## the test suite (CPU, no network; the model matrix is `make test-models`); its ten slowest tests at the end
+	$(PY) -m pytest -q -m "not matrix" --durations=10
 
 test-models:  ## every method on tiny_codellama, tiny_glm and the real smollm2_135m through the real launcher
 	$(PY) -m pytest -q -m matrix
