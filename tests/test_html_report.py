@@ -16,18 +16,9 @@ from plotly.offline import get_plotlyjs
 from bench import compare, report
 from bench.analysis import html_report, tables
 from tests import test_compare
-from tests.test_report import write_sweep
+from tests.test_report import sweep_dir, write_sweep  # noqa: F401  (sweep_dir: tests/test_report's fixture)
 
 REMOTE = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
-
-
-@pytest.fixture
-def sweep_dir(tmp_path: Path) -> Path:
-    """Three seeds of full, lora, prompt tuning; adalora killed once; prefix tuning failed (as tests/test_report)."""
-    cells = {(m, s): "success" for m in ("full", "lora", "prompt_tuning", "adalora") for s in (0, 1, 2)}
-    cells[("adalora", 2)] = "running"
-    cells[("prefix_tuning", 0)] = "failed"
-    return write_sweep(tmp_path / "sweep", cells)
 
 
 def rows(table: str) -> list[list[str]]:
