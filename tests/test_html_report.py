@@ -15,9 +15,10 @@ from plotly.offline import get_plotlyjs
 
 from bench import compare, report
 from bench.analysis import html_report, tables
-from tests import test_compare
-from tests.test_report import sweep_dir, write_sweep  # noqa: F401  (sweep_dir: tests/test_report's fixture)
+from tests import test_compare, test_report
+from tests.test_report import write_sweep
 
+sweep_dir = test_report.sweep_dir   # the fixture: three seeds of four methods, one killed, prefix tuning failed
 REMOTE = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
 
 
