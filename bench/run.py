@@ -57,7 +57,7 @@ def train_phase(ready: Any, memory: Any, *, train_cfg: Any, eval_cfg: Any, name:
                 tracker: Any = None) -> dict[str, Any]:
     """Train to the budget; the fit's record with its memory, budget and learning curve (mirrored to ``tracker``,
     bench.pipeline.trackers, as it trains)."""
-    from bench.pipeline import budget, train, trackers
+    from bench.pipeline import budget, trackers, train
     from bench.taskdata import encoding
 
     live = tracker or trackers.NONE
