@@ -102,7 +102,8 @@ def execute(cfg: DictConfig) -> int:
 
     Input errors (``validate.InputError``: config, data, a method refusing its options) are ``invalid``;
     anything else, an out-of-memory or a SIGTERM included, is ``failed`` with its traceback. A SIGKILL
-    leaves the ``running`` record, which ``bench.sweep`` turns into a failure and a rerun replaces.
+    leaves the ``running`` record, which ``bench.sweep`` (a cell) or ``bench.launch`` (``make run``) turns into a
+    failure naming the signal, and a rerun replaces.
     """
     out = Path(str(cfg.out_dir))
     rank = int(os.environ.get("RANK", "0"))

@@ -145,3 +145,17 @@ def test_a_replica_sweep_carries_its_warning_into_the_page(tmp_path: Path) -> No
     written = tables.write_report(sweep, figures=False)
     assert "random weights" in written["table.md"].read_text()
     assert "random weights" in written["report.html"].read_text()
+
+
+def test_a_search_whose_candidates_all_failed_reports_without_a_sensitivity_figure(sweep_dir: Path) -> None:
+    """The PNG/PDF figures skip the sensitivity plot (it used to stop the report on StopIteration); the page says
+    why in its place."""
+    search = sweep_dir / "search" / "tiny_llama" / "triples_synth" / "lora"
+    search.mkdir(parents=True)
+    candidates = [{"lr": lr, "status": "failed", "value": None, "metric": None, "eval_loss": None}
+                  for lr in (0.001, 0.005)]
+    (search / "choice.json").write_text(json.dumps({"chosen_lr": None, "metric": None, "runs": 2, "cost_s": 3.0,
+                                                    "candidates": candidates}))
+    written = tables.write_report(sweep_dir, figures=True)
+    assert not list((sweep_dir / "report" / "figures").glob("lr_sensitivity-*"))
+    assert "every candidate failed" in written["report.html"].read_text()

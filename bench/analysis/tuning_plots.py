@@ -3,6 +3,7 @@ curves (the primary metric on validation against steps, training tokens and trai
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,20 @@ from bench.analysis.plots import STYLE, WIDTH_IN, _legend, save_atomic
 from bench.core.labels import color, method_order
 from bench.core.metrics import Catalog, metric
 
+log = logging.getLogger(__name__)
 AXES = (("step", "Optimizer step"), ("tokens", "Training tokens"), ("seconds", "Training time (s)"))
 
 
-def sensitivity(choices: dict[str, dict[str, Any]], cat: Catalog) -> Figure:
-    """Validation primary metric against learning rate (log x), one line per method, the chosen rate circled."""
+def sensitivity(choices: dict[str, dict[str, Any]], cat: Catalog) -> Figure | None:
+    """Validation primary metric against learning rate (log x), one line per method, the chosen rate circled; None
+    where no candidate was scored (every one failed): the table's search column says so, no empty figure."""
+    name = next((c["metric"] for c in choices.values() if c.get("metric")), None)
+    if name is None:
+        log.warning("learning-rate search: no candidate was scored (every one failed), so no sensitivity figure")
+        return None
     with plt.rc_context(STYLE):
         fig = Figure(figsize=(WIDTH_IN, 3.0), layout="constrained")
         ax = fig.add_subplot()
-        name = next(c["metric"] for c in choices.values() if c.get("metric"))
         for method in method_order(choices):
             rows = [c for c in choices[method]["candidates"] if c["value"] is not None]
             if not rows:
