@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from bench.analysis import tables
-from bench.core import metrics
+from bench.core import metrics, results
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +30,10 @@ FINGERPRINT = ("config_hash", "base_key", "world_size", "precision", "git_sha", 
                "versions")
 
 
-def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config as dotted keys (``train.steps``), location keys left out, lists kept whole."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if not prefix and key in LOCATION_KEYS:
-            continue
-        if isinstance(value, dict) and value:
-            flat.update(flat_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    out_dir = config.get("out_dir") if not prefix else None
+    flat = results.dotted({k: v for k, v in config.items() if k not in LOCATION_KEYS})
+    out_dir = config.get("out_dir")
     if out_dir:     # paths derived from the run's folder (as bench.core.results.config_hash does)
         flat = {k: v.replace(str(out_dir), "<out_dir>") if isinstance(v, str) else v for k, v in flat.items()}
     return flat

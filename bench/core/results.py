@@ -43,6 +43,17 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested (resolved) config as dotted keys (``train.steps``); lists and empty sections kept whole."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def config_hash(config: dict[str, Any], *, world_size: int | None = None) -> str:
     """Stable hash of what a run computes: the resolved config (seed, output location, also where derived, and the
     live loggers, which only mirror the run, left out) and the number of data-parallel ranks, which the config does

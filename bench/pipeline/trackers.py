@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from bench.core import metrics
+from bench.core import metrics, results
 from bench.core.errors import ConfigError
 from bench.pipeline.distributed import sum_over_ranks
 from bench.pipeline.engine_setup import loss_scale
@@ -215,15 +215,10 @@ class StepStream:
         self.rows, self.settings = [], []
 
 
-def flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """A resolved config as dotted keys with their values as text (for a tracker's parameters)."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = str(value)
-    return out
+def flat(config: dict[str, Any]) -> dict[str, str]:
+    """A resolved config as dotted keys (bench.core.results.dotted) with their values as text (for a tracker's
+    parameters)."""
+    return {key: str(value) for key, value in results.dotted(config).items()}
 
 
 class TensorBoard(Tracker):
