@@ -27,7 +27,6 @@ the grid does not compose.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -44,7 +43,7 @@ from omegaconf import DictConfig
 
 import bench  # noqa: F401  (registers config resolvers)
 from bench import search
-from bench.core import environment, results
+from bench.core import environment
 from bench.core.errors import ConfigError
 from bench.sweeping import cluster, launching
 from bench.sweeping.grid import (
@@ -110,14 +109,9 @@ def _last_error(log_path: Path) -> str:
 
 def record_failure(out: Path, cell: Cell, error: str, *, status: str = "failed") -> None:
     """A failed result for a cell that ended without recording one (crash, kill, bad override)."""
-    path = out / "result.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        names = {"model": {"name": cell.model}, "task": {"name": cell.task}, "method": {"name": cell.method}}
-        record = {"run_info": {"config": {**names, "seed": cell.seed}, "seed": cell.seed}}
-    record["run_info"].update(status=status, error=error, log_path=str(out / "run.log"), recorded_by="bench.sweep")
-    results.write_json(path, record)
+    names = {"model": {"name": cell.model}, "task": {"name": cell.task}, "method": {"name": cell.method}}
+    launching.record_unfinished(out / "result.json", error, recorded_by="bench.sweep", status=status,
+                                run_info={"config": {**names, "seed": cell.seed}, "seed": cell.seed})
 
 
 def run_cell(cfg: DictConfig, cell: Cell, root: Path, *, base_error: str | None = None) -> str:

@@ -152,13 +152,14 @@ def exit_reason(code: int) -> str:
     return f"was killed by {name} (exit code {code}){cause}"
 
 
-def record_unfinished(result: Path, error: str, *, recorded_by: str, run_info: dict | None = None) -> None:
-    """Mark a run that ended without its final record (killed, crashed before writing) as failed with ``error``;
-    ``run_info``: what to record where there is no readable ``result`` at all."""
+def record_unfinished(result: Path, error: str, *, recorded_by: str, run_info: dict | None = None,
+                      status: str = "failed") -> None:
+    """Mark a run that ended without its final record (killed, crashed before writing) as ``status`` (failed, or
+    invalid) with ``error``; ``run_info``: what to record where there is no readable ``result`` at all."""
     try:
         record = json.loads(result.read_text())
     except (OSError, ValueError):
         record = {"run_info": dict(run_info or {})}
-    record["run_info"].update(status="failed", error=error, log_path=str(result.parent / "run.log"),
+    record["run_info"].update(status=status, error=error, log_path=str(result.parent / "run.log"),
                               recorded_by=recorded_by)
     results.write_json(result, record)
