@@ -22,13 +22,12 @@ def main() -> None:
     world = int(gpus[-1].split("=", 1)[1]) if gpus else 1
     est = preflight(cfg, world)
     print(f"model={cfg.model.name} method={cfg.method.name}: {describe(est)}")  # noqa: T201
-    free, where = headroom.free_bytes()
-    share = headroom.heap_share()
-    needed, fits = headroom.needed_bytes(est, share), headroom.fitting_batch(est, free, share)
+    found = headroom.figures(est)
+    needed, free, fits = found["needed_bytes"], found["free_bytes"], found["fitting_micro_batch"]
     verdict = "fits" if needed <= free else "does not fit: bench.run refuses it (train.memory_check)"
     print(f"with what the allocator keeps on this machine {needed / headroom.GIB:.2f} GiB; "  # noqa: T201
-          f"free now on {where}: {free / headroom.GIB:.2f} GiB; this run {verdict}; the largest micro-batch that "
-          f"fits at {est['length']} tokens: {fits or 'none'}")
+          f"free now on {found['free_where']}: {free / headroom.GIB:.2f} GiB; this run {verdict}; the largest "
+          f"micro-batch that fits at {est['length']} tokens: {fits or 'none'}")
 
 
 if __name__ == "__main__":

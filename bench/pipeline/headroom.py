@@ -69,6 +69,15 @@ def fitting_batch(est: dict[str, Any], free: int, share: float = 0.0) -> int:
     return max(0, math.floor((free - static - est["gradients_bytes"]) / per_sample(est, share)))
 
 
+def figures(est: dict[str, Any], *, held: int = 0) -> dict[str, Any]:
+    """What the run needs with the allocator's share, the memory free for it (free now plus ``held``, what it already
+    holds), where, and the largest micro-batch that fits there."""
+    free, where = free_bytes()
+    usable, share = free + max(held, 0), heap_share()
+    return {"needed_bytes": needed_bytes(est, share), "free_bytes": usable, "free_where": where,
+            "fitting_micro_batch": fitting_batch(est, usable, share)}
+
+
 def check(est: dict[str, Any], *, held: int, mode: str, grad_accum: int) -> dict[str, Any]:
     """Compare the estimate with the memory free for this run (free now plus what it already holds: the loaded
     weights count in both); refuse (``ConfigError``: the run is invalid) or warn where it does not fit, warn where
@@ -79,11 +88,9 @@ def check(est: dict[str, Any], *, held: int, mode: str, grad_accum: int) -> dict
         if mode != "off":
             log.warning("no memory check: the run has no estimate (%s)", est.get("error"))
         return {}
-    free, where = free_bytes()
-    usable, share = free + max(held, 0), heap_share()
-    total, batch = needed_bytes(est, share), int(est["batch"])
-    fits = fitting_batch(est, usable, share)
-    found = {"needed_bytes": total, "free_bytes": usable, "free_where": where, "fitting_micro_batch": fits}
+    found = figures(est, held=held)
+    total, usable, where, fits = (found[k] for k in ("needed_bytes", "free_bytes", "free_where", "fitting_micro_batch"))
+    batch = int(est["batch"])
     if total <= usable * (1 - MARGIN):
         return found
     message = describe(total=total, heap=total - est["total_bytes"], usable=usable, where=where, batch=batch,
