@@ -13,6 +13,9 @@ SWEEP   ?= results/sweeps/default
 PRESET  ?=
 NAME    ?= embedded
 BASELINE ?= results/baselines/embedded.json
+# make test's pytest-xdist workers, each handed whole test files (a module's shared runs are made once); each worker
+# and what it starts get cores/workers torch threads (tests/conftest.py)
+TEST_WORKERS ?= 2
 
 RUN     ?=
 
@@ -66,8 +69,8 @@ memory:  ## pre-flight memory estimate of a run, nothing launched: make memory M
 base:  ## build (or find) the cached tiny base for MODEL and TASK
 	$(PY) -m bench.base model=$(MODEL) task=$(TASK) hydra.run.dir=.cache/peftbench/logs $(ARGS)
 
-test:  ## the test suite (CPU, no network; the model matrix is `make test-models`); its ten slowest tests at the end
-	$(PY) -m pytest -q -m "not matrix" --durations=10
+test:  ## the test suite (CPU, no network; the model matrix is `make test-models`) on TEST_WORKERS workers; its ten slowest tests
+	$(PY) -m pytest -q -m "not matrix" -n $(TEST_WORKERS) --dist loadfile --durations=10
 
 test-models:  ## every method on tiny_codellama, tiny_glm and the real smollm2_135m through the real launcher
 	$(PY) -m pytest -q -m matrix

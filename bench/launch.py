@@ -4,7 +4,8 @@ launcher, recorded even where the run cannot record itself.
 A worker ended by a signal writes nothing (SIGKILL cannot be caught: the kernel's OOM killer sends it), so its
 ``result.json`` would stay ``running``; this waits for the launcher and, where the run's record is not final, marks
 it failed with the signal and its likely cause (``bench.sweeping.launching.exit_reason``), as ``bench.sweep`` does
-for its cells. The exit status is the launcher's.
+for its cells. The exit status is the launcher's. Without a ``--master_port`` among the options the rendezvous takes
+a free port, as a sweep's cells do, so two runs at once do not both bind DeepSpeed's default 29500.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import free_port
 from bench.sweeping import grid, launching
 
 log = logging.getLogger("bench.launch")
@@ -39,6 +41,8 @@ def out_dir(overrides: list[str]) -> Path | None:
 def launch(options: list[str], overrides: list[str]) -> int:
     """Launch ``bench.run`` with ``overrides`` under ``deepspeed options``, wait, record a death; its exit code."""
     out = out_dir(overrides)
+    if not any(o.split("=", 1)[0] == "--master_port" for o in options):   # not DeepSpeed's 29500: another job's
+        options = ["--master_port", str(free_port()), *options]
     cmd = [str(Path(sys.executable).parent / "deepspeed"), *options, "--no_local_rank", "--module", "bench.run",
            *overrides]
     previous = signal.signal(signal.SIGINT, lambda *_: None)   # Ctrl-C reaches the run (it records it); we wait

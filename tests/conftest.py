@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import bench  # noqa: F401  (registers resolvers)
+from bench import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -26,6 +29,16 @@ TINY = ["model.pretrain.steps=60", "train.steps=12", "train.log_every=4", "eval.
         "task.base_task.min_score=null"]   # 60 steps teach a base little; tests of min_score set it
 
 
+# `make test` runs two pytest-xdist workers on a 2-core machine. Each worker and every process it starts gets its share
+# of the cores as torch threads (OMP_NUM_THREADS, inherited), so the two never oversubscribe the cores (two processes
+# at two threads each slowed a SmolLM2 step from 6 s to 54 s). On CPU the thread count moves no number: the reduced
+# sweep at one thread matched results/baselines/embedded.json in all 138 rows. An OMP_NUM_THREADS already set wins.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // WORKERS))
+    if "torch" in sys.modules:   # imported before this file (a plugin): its pool is sized already
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -33,6 +46,13 @@ def child_env() -> dict[str, str]:
     """Environment for a child run: this process's in-process distributed settings are not inherited."""
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
     return {**env, "PYTHONPATH": str(ROOT)}
+
+
+def deepspeed_cmd(*options: str) -> list[str]:
+    """The head of a one-process ``deepspeed`` launch of a module, on a free rendezvous port: two test workers
+    launching at once would otherwise both bind DeepSpeed's default 29500."""
+    return [str(Path(sys.executable).parent / "deepspeed"), "--master_port", str(free_port()), "--num_gpus", "1",
+            *options, "--no_local_rank", "--module"]
 
 
 def require_lock() -> None:
@@ -51,10 +71,18 @@ def compose_cfg(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test session's temporary folder, which its xdist workers share (each has its own folder inside)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if "PYTEST_XDIST_WORKER" in os.environ else root
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One cache of tiny bases for the whole test session."""
-    path = tmp_path_factory.mktemp("cache")
+    """One cache of tiny bases for the whole test session, shared by its xdist workers (a base is built under a
+    file lock, so two workers wanting it build it once)."""
+    path = session_root(tmp_path_factory) / "cache"
+    path.mkdir(exist_ok=True)
     os.environ["PEFTBENCH_CACHE"] = str(path)
     return path
 
@@ -72,16 +100,21 @@ def tiny_cfg(cache_dir, tmp_path):
 @pytest.fixture(scope="session")
 def reduced_sweep(tmp_path_factory) -> Callable[[str], tuple[Path, subprocess.CompletedProcess]]:
     """Factory: ``bench.sweep sweep=<preset>`` launched once per session (its folder, its process), shared by every
-    test that reads it: the regression gate compares it with its baseline, the browser test opens its report."""
-    done: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
+    test that reads it: the regression gate compares it with its baseline, the browser test opens its report. The
+    first xdist worker to ask launches it under a file lock; another asking meanwhile waits and reads its outcome."""
+    root = session_root(tmp_path_factory) / "reduced"
+    root.mkdir(exist_ok=True)
 
     def run(preset: str) -> tuple[Path, subprocess.CompletedProcess]:
-        if preset not in done:
-            sweep_dir = tmp_path_factory.mktemp("reduced") / preset
-            proc = subprocess.run([sys.executable, "-m", "bench.sweep", f"sweep={preset}", f"sweep_dir={sweep_dir}",
-                                   "report=false"], cwd=ROOT, env={**child_env(), "PEFTBENCH_CACHE": CHECKOUT_CACHE},
-                                  capture_output=True, text=True, timeout=1800)
-            done[preset] = sweep_dir, proc
-        return done[preset]
+        sweep_dir, outcome = root / preset, root / f"{preset}.outcome.json"
+        with open(root / f"{preset}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not outcome.is_file():
+                cmd = [sys.executable, "-m", "bench.sweep", f"sweep={preset}", f"sweep_dir={sweep_dir}", "report=false"]
+                proc = subprocess.run(cmd, cwd=ROOT, env={**child_env(), "PEFTBENCH_CACHE": CHECKOUT_CACHE},
+                                      capture_output=True, text=True, timeout=1800)
+                outcome.write_text(json.dumps({"args": cmd, "returncode": proc.returncode, "stdout": proc.stdout,
+                                               "stderr": proc.stderr}))
+        return sweep_dir, subprocess.CompletedProcess(**json.loads(outcome.read_text()))
 
     return run

@@ -20,7 +20,7 @@ import pytest
 
 from bench.pipeline import validate
 from bench.run import execute
-from tests.conftest import ROOT, child_env, compose_cfg
+from tests.conftest import ROOT, child_env, compose_cfg, deepspeed_cmd
 
 LIMIT_S = 10.0
 GOOD = {"text": "风扇异响", "answer": "风扇_部件故障_异响"}
@@ -223,8 +223,7 @@ def test_bad_input_found_on_the_loaded_model_is_invalid(tmp_path: Path, local_mo
 
 def run_cli(*args: str, launcher: bool = False) -> subprocess.CompletedProcess:
     """``python -m bench.run`` (or through ``deepspeed``) with these arguments."""
-    head = ([str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--no_local_rank", "--module"]
-            if launcher else [sys.executable, "-m"])
+    head = deepspeed_cmd() if launcher else [sys.executable, "-m"]
     return subprocess.run([*head, "bench.run", *args], cwd=ROOT, env=child_env(), capture_output=True, text=True,
                           timeout=120)
 

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY, child_env
+from tests.conftest import ROOT, TINY, child_env, deepspeed_cmd
 
 pytestmark = pytest.mark.slow
 
 
 def launch(out: Path, cache: Path, *overrides: str) -> dict:
     """One run through ``deepspeed --no_local_rank --module bench.run``; returns its result JSON."""
-    deepspeed = Path(sys.executable).parent / "deepspeed"
-    cmd = [str(deepspeed), "--num_gpus", "1", "--no_local_rank", "--module", "bench.run", *TINY,
+    cmd = [*deepspeed_cmd(), "bench.run", *TINY,
            f"cache_dir={cache}", f"out_dir={out}", *overrides]
     env = child_env()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

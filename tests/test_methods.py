@@ -1,4 +1,5 @@
-"""Every method trains a few steps in-process on a tiny cached base and writes a complete result."""
+"""Every method trains a few steps in-process on a tiny cached base and writes a complete result; what each reports
+is what its saved weights give, reloaded in one fresh process for all of them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.run import execute
-from tests.conftest import ROOT, child_env, compose_cfg
+from tests.conftest import ROOT, TINY, child_env, compose_cfg
 
 METHODS = ["full", "freeze", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2", "lora", "adalora", "vblora"]
 REQUIRED = {
@@ -32,20 +33,40 @@ def run(cfg) -> dict:
     return json.loads((Path(cfg.out_dir) / "result.json").read_text())
 
 
-def reproduce(out: Path, *batch_sizes: int) -> dict:
+def reproduce(out: Path, *batch_sizes: int, more: tuple[Path, ...] = ()) -> dict:
     """``bench.pipeline.reload`` in a fresh process: the saved weights reloaded as a user would, regenerated,
-    re-scored."""
+    re-scored (with ``more`` runs: one process, a report per run directory)."""
     sizes = [arg for b in batch_sizes for arg in ("--batch-size", str(b))]
-    done = subprocess.run([sys.executable, "-m", "bench.reproduce", str(out), *sizes, "--plain"], cwd=ROOT,
-                          env=child_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "bench.reproduce", str(out), *map(str, more), *sizes, "--plain"],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, 1), done.stderr[-3000:]
     return json.loads(done.stdout)
 
 
+BF16 = ["prompt_tuning", "adalora"]   # the two an H200 caught in fp16
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir) -> dict[str, tuple[dict, dict | None]]:
+    """Every method in fp32 and ``BF16`` in bf16, trained in this process; each successful run's saved weights
+    reloaded in one fresh process (batch 1, the eval batch of 8, plain generate). Name → (result, its report)."""
+    root = tmp_path_factory.mktemp("methods")
+    runs = {**{m: [f"method={m}"] for m in METHODS}, **{f"{m}-bf16": [f"method={m}", "deepspeed=bf16"] for m in BF16}}
+    results = {}
+    for name, overrides in runs.items():
+        cfg = compose_cfg(*TINY, f"cache_dir={cache_dir}", f"out_dir={root / name}", *overrides)
+        execute(cfg)
+        results[name] = json.loads((root / name / "result.json").read_text())
+    done = [root / name for name, result in results.items() if result["run_info"]["status"] == "success"]
+    reports = reproduce(done[0], 1, 8, more=tuple(done[1:])) if len(done) > 1 else {}
+    if len(done) == 1:   # one run directory: bench.reproduce prints that run's report
+        reports = {str(done[0]): reproduce(done[0], 1, 8)}
+    return {name: (result, reports.get(str(root / name))) for name, result in results.items()}
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_method_trains_and_records_everything(tiny_cfg, method):
-    cfg = tiny_cfg(f"method={method}")
-    result = run(cfg)
+def test_method_trains_and_records_everything(trained, method):
+    result, report = trained[method]
     assert result["run_info"]["status"] == "success", result["run_info"]["error"]
     for section, keys in REQUIRED.items():
         for key in keys:
@@ -58,16 +79,17 @@ def test_method_trains_and_records_everything(tiny_cfg, method):
     extra = [o - c for o, c in zip(train["objective_curve"], curve)]
     assert all(x > 1e-3 for x in extra) if method == "adalora" else all(abs(x) < 1e-4 for x in extra), extra
     assert train["final_loss_steps"] == 2 and min(curve[-2:]) <= train["final_loss"] <= max(curve[-2:])
-    # What the run reports is what its saved weights give, reloaded in a fresh process: at batch 1, at the
-    # configured eval batch size (8 records of different lengths: one left-padded batch) and with plain generate.
-    report = reproduce(Path(cfg.out_dir), 1, int(cfg.eval.batch_size))
+    # What the run reports is what its saved weights give, reloaded in a fresh process: at batch 1, at batch 8 (the
+    # 8 records of different lengths in one left-padded batch, as the run's eval.batch_size batched them) and with
+    # plain generate.
+    assert int(result["run_info"]["config"]["eval"]["batch_size"]) >= 8
     assert report["rescored_equal"], "re-scoring predictions.jsonl does not give eval_info"
     for setup, outcome in report["setups"].items():
         assert outcome["identical"] == 8 and outcome["metrics_equal"], f"{method} {setup}: {outcome}"
     assert 0 < train["trainable_params"] <= train["total_params"]
     assert (train["trainable_pct"] == 100.0) == (method == "full")
     assert train["adapter_bytes"] > 0 and result["eval_info"]["n"] == 8
-    written = sum(f.stat().st_size for f in (Path(cfg.out_dir) / "adapter").iterdir()
+    written = sum(f.stat().st_size for f in (Path(result["run_info"]["config"]["out_dir"]) / "adapter").iterdir()
                   if f.suffix == ".safetensors")
     assert train["adapter_bytes"] == written, "the adapter size counts files other than the tensors"
     # Latency rows: merged only where the YAML says the adapter merges, the base wherever peft can disable it.
@@ -79,13 +101,13 @@ def test_method_trains_and_records_everything(tiny_cfg, method):
     assert 0 < train["mem_estimate_bytes"] and train["mem_estimate"]["activations_bytes"] > 0
 
 
-@pytest.mark.parametrize("method", ["prompt_tuning", "adalora"])   # the two an H200 caught in fp16
-def test_a_bf16_run_reports_what_its_saved_weights_give_in_bf16(tiny_cfg, method):
+@pytest.mark.parametrize("method", BF16)
+def test_a_bf16_run_reports_what_its_saved_weights_give_in_bf16(trained, method):
     """Reported = reloaded in the run's own precision: DeepSpeed trains in bf16 (fp16 has no CPU kernel here), the
     reload puts the base in bf16 and the adapter through plain ``from_pretrained`` (tests/test_precision.py)."""
-    result = run(tiny_cfg(f"method={method}", "deepspeed=bf16"))
+    result, report = trained[f"{method}-bf16"]
+    assert result["run_info"]["status"] == "success", result["run_info"]["error"]
     assert result["train_info"]["precision"] == "bf16"
-    report = reproduce(Path(result["run_info"]["config"]["out_dir"]), 1, 8)
     assert report["rescored_equal"]
     for setup, outcome in report["setups"].items():
         assert outcome["identical"] == 8 and outcome["metrics_equal"], f"{method} bf16 {setup}: {outcome}"
@@ -109,13 +131,13 @@ def test_gradient_checkpointing_trains_the_adapter_as_without_it(tiny_cfg, tmp_p
     assert curves[0] == pytest.approx(curves[1], rel=1e-5)
 
 
-def test_vblora_topk_variant_is_smaller(tiny_cfg):
-    train = run(tiny_cfg("method=vblora"))["train_info"]
+def test_vblora_topk_variant_is_smaller(trained):
+    train = trained["vblora"][0]["train_info"]
     assert 0 < train["adapter_bytes_variants"]["topk_only"] < train["adapter_bytes"]
 
 
-def test_freeze_trains_only_the_last_layers(tiny_cfg):
-    full = run(tiny_cfg("method=full"))["train_info"]["trainable_params"]
+def test_freeze_trains_only_the_last_layers(tiny_cfg, trained):
+    full = trained["full"][0]["train_info"]["trainable_params"]
     cfg = tiny_cfg("method=freeze", "method.layers=1")
     frozen = run(cfg)["train_info"]["trainable_params"]
     assert 0 < frozen < full / 2

