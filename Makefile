@@ -70,7 +70,7 @@ base:  ## build (or find) the cached tiny base for MODEL and TASK
 	$(PY) -m bench.base model=$(MODEL) task=$(TASK) hydra.run.dir=.cache/peftbench/logs $(ARGS)
 
 test:  ## the test suite (CPU, no network; the model matrix is `make test-models`) on TEST_WORKERS workers; its ten slowest tests
-	$(PY) -m pytest -q -m "not matrix" -n $(TEST_WORKERS) --dist loadfile --durations=10
+	$(PY) -m pytest -q -m "not matrix" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10
 
 test-models:  ## every method on tiny_codellama, tiny_glm and the real smollm2_135m through the real launcher
 	$(PY) -m pytest -q -m matrix

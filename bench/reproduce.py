@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="also decode one at a time with plain model.generate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from bench.models import kbit
+
+    kbit.leave_bitsandbytes_out(load_run(run_dir)[0].get("quantization") for run_dir in args.run_dirs)
     reports = {}
     for run_dir in args.run_dirs:
         sizes = args.batch_sizes or [1, int(load_run(run_dir)[0].eval.batch_size)]

@@ -223,8 +223,11 @@ _STARTED = False   # set once Hydra has composed the config and handed it to mai
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    from bench.models import kbit
+
     global _STARTED
     _STARTED = True
+    kbit.leave_bitsandbytes_out([cfg.get("quantization")])
     bench.exit_now(execute(cfg))
 
 

@@ -56,7 +56,9 @@ def main(cfg: DictConfig) -> None:
     """Train and score every candidate of ``search_lrs`` in this process, one after another; exit 0 when all
     succeeded (each records its own result.json either way)."""
     from bench import run
+    from bench.models import kbit
 
+    kbit.leave_bitsandbytes_out([cfg.get("quantization")])
     lrs = [float(x) for x in (cfg.search_lrs or [])]
     if not lrs:
         log.error("bench.search needs search_lrs=[…], the learning rates to try")

@@ -39,6 +39,21 @@ if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
     if "torch" in sys.modules:   # imported before this file (a plugin): its pool is sized already
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# `make test` hands whole files to its workers in this order (Makefile: --dist loadfile --no-loadscope-reorder), the
+# longest first, so that no worker starts a minute-long file while the other runs out of work. The browser test leads:
+# it launches the ci sweep that the regression gate reads, and the gate (after ~4 min of other files on the other
+# worker, its fault_class sweep first) finds it done instead of waiting for it. Files not named follow in their order.
+LONG_FIRST = ["test_browser.py", "test_methods.py", "test_seq2seq.py", "test_submitit.py", "test_regression_ci.py",
+              "test_memory.py", "test_own_data.py", "test_launcher.py", "test_kbit.py", "test_task_outside.py",
+              "test_crash.py", "test_bad_inputs.py", "test_base.py", "test_oom.py", "test_multirank.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files in ``LONG_FIRST``'s order, then the rest; tests keep their order within a file."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 

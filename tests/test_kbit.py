@@ -38,6 +38,21 @@ def test_a_missing_bitsandbytes_names_the_install(tmp_path, monkeypatch):
         validate.check(compose_cfg("quantization.bits=4", f"out_dir={tmp_path}"))
 
 
+@needs_bnb
+def test_bitsandbytes_is_left_out_of_a_process_whose_runs_are_all_full_precision():
+    """peft imports bitsandbytes at its own import (1.3–1.6 s); a process with no k-bit run marks it absent first,
+    so peft loads without it and reports it unavailable (a k-bit run's process keeps it: the launched 4-bit runs
+    below train through it)."""
+    probe = ("import sys; from bench.models import kbit; left = kbit.leave_bitsandbytes_out([{'bits': None}, None]); "
+             "kept = kbit.leave_bitsandbytes_out([{'bits': 4}]); import peft.tuners.lora; "
+             "from peft.import_utils import is_bnb_available; "
+             "print(left, kept, sys.modules.get('bitsandbytes') is not None, is_bnb_available())")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "False", "False", "False"]
+
+
 def test_method_labels_name_the_bits():
     assert method_labels.parse_label("lora@4bit") == ("lora", 4) and method_labels.parse_label("lora") == ("lora", None)
     assert method_labels.method_label("lora", 8) == "lora@8bit"

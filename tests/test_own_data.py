@@ -16,9 +16,9 @@ from tests.conftest import ROOT, child_env, compose_cfg
 from tests.test_smollm2 import CACHE, FILE, needs_model
 
 PAGE = ROOT / "docs" / "own-data.md"
-TINY_BUDGET = ["train.steps=2", "train.micro_batch_size=2", "train.log_every=1", "eval.max_records=4", "task.max_new_tokens=32",
-               "eval.latency.records=2", "eval.latency.repeats=1", "eval.latency.new_tokens=4",
-               "forgetting.measure=none"]
+TINY_BUDGET = ["train.steps=2", "train.micro_batch_size=2", "train.log_every=1", "eval.max_records=4",
+               "task.max_new_tokens=32", "eval.latency.records=2", "eval.latency.repeats=1",
+               "eval.latency.new_tokens=4", "forgetting.measure=none"]
 
 
 def docs_command() -> list[str]:
