@@ -47,7 +47,7 @@ def launch(options: list[str], overrides: list[str]) -> int:
            *overrides]
     previous = signal.signal(signal.SIGINT, lambda *_: None)   # Ctrl-C reaches the run (it records it); we wait
     try:
-        code = subprocess.run(cmd, check=False).returncode
+        code = subprocess.run(cmd, check=False, env=launching.env()).returncode
     finally:
         signal.signal(signal.SIGINT, previous)
     result = out / "result.json" if out else None

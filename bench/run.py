@@ -24,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import bench  # noqa: F401  (registers config resolvers)
 from bench.core import environment, results
-from bench.pipeline import engine_setup, validate
+
+# torch, transformers and the pipeline load once Hydra has composed the config (in execute), so a command line Hydra
+# refuses (an unknown model, method or task name) is refused in about a second instead of after 4 s of imports.
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,8 @@ def _new_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 def _validated(cfg: DictConfig, run_info: dict[str, Any]) -> DictConfig:
     """Every cheap check, warnings recorded; ``cfg``, or a copy with ``deepspeed.json_file`` merged into ``extra``."""
+    from bench.pipeline import engine_setup, validate
+
     run_info["warnings"] = validate.check(cfg)
     for warning in run_info["warnings"]:
         log.warning("%s", warning)
@@ -163,6 +167,8 @@ def _validated(cfg: DictConfig, run_info: dict[str, Any]) -> DictConfig:
 
 def _is_input_error(err: Exception) -> bool:
     """Errors the user's input caused (config, data, a method refusing its options), found before training."""
+    from bench.pipeline import validate
+
     return isinstance(err, validate.InputError)
 
 

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 
 import bench  # noqa: F401  (registers resolvers)
 from bench import free_port
+from bench.sweeping import launching
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -58,9 +59,10 @@ DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def child_env() -> dict[str, str]:
-    """Environment for a child run: this process's in-process distributed settings are not inherited."""
+    """Environment for a child run: this process's in-process distributed settings are not inherited; the checkout
+    and the launcher's start-up folder on PYTHONPATH, as a sweep's cells have them."""
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
-    return {**env, "PYTHONPATH": str(ROOT)}
+    return launching.env({**env, "PYTHONPATH": str(ROOT)})
 
 
 def deepspeed_cmd(*options: str) -> list[str]:

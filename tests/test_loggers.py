@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -20,6 +21,7 @@ from bench.core.errors import ConfigError
 from bench.pipeline import engine_setup, trackers
 from bench.run import execute
 from bench.sweeping import grid as sweep_grid
+from bench.sweeping import launching
 from tests.conftest import CONF, ROOT, compose_cfg
 from tests.test_bad_inputs import save_random_tiny
 
@@ -229,3 +231,18 @@ def test_deepspeeds_autotuner_does_not_import_mlflow_but_the_logger_can():
              "print(autotuner.has_mlflow, 'mlflow' in sys.modules); import mlflow; print(mlflow.MlflowClient.__name__)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.split()[-3:] == ["False", "False", "MlflowClient"], done.stderr[-2000:]
+
+
+def test_the_launchers_processes_skip_the_autotuners_mlflow_and_run_the_sitecustomize_they_shadow(tmp_path):
+    """The ``deepspeed`` runner and ``launch.py`` never import bench: a launched command's environment
+    (``launching.env``) starts them with bench/core/startup/sitecustomize.py, which refuses the same import (2.8 s of
+    a cell) and then runs a ``sitecustomize`` it shadows, here one later on PYTHONPATH."""
+    (tmp_path / "sitecustomize.py").write_text("import os\nos.environ['SHADOWED_SITECUSTOMIZE_RAN'] = '1'\n")
+    env = launching.env({**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(launching.STARTUP), str(ROOT), str(tmp_path)]
+    probe = ("import os, sys, deepspeed.launcher.runner; from deepspeed.autotuning import autotuner; "
+             "print(autotuner.has_mlflow, 'mlflow' in sys.modules, 'bench' in sys.modules, "
+             "os.environ.get('SHADOWED_SITECUSTOMIZE_RAN'))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.split()[-4:] == ["False", "False", "False", "1"], done.stderr[-2000:]
