@@ -85,7 +85,8 @@ def test_estimate_within_a_quarter_of_the_measured_peak(cache_dir, tmp_path, met
                  "model.arch.num_attention_heads=8", "model.arch.num_key_value_heads=8", "model.pretrain.steps=2",
                  "task.generator.n_train=64", "task.base_task.generator.n_train=64",
                  "task.base_task.generator.n_test=4", "task.base_task.min_score=null", "train.steps=10",
-                 "train.micro_batch_size=8", "eval.max_records=4", "eval.latency.records=4",
+                 "train.micro_batch_size=8", "eval.max_records=4", "eval.latency.records=4", "eval.latency.repeats=1",
+                 "forgetting.measure=none",
                  f"method={method}", f"cache_dir={cache_dir}", f"out_dir={tmp_path}"]
     done = subprocess.run([sys.executable, "-m", "bench.run", *overrides], cwd=ROOT, env=child_env(),
                           capture_output=True, text=True, timeout=600)
