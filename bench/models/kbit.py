@@ -32,7 +32,8 @@ def leave_bitsandbytes_out(quant_cfgs: Iterable[Any]) -> bool:
     is installed: 1.3–1.6 s of every run's start (measured: ``import transformers, peft`` 6.2 s against 4.6–4.9 s)
     and a warning about its missing CPU kernels in every run.log, for a library only a k-bit base uses. True
     where it was left out."""
-    if any(bits(q) is not None for q in quant_cfgs) or "peft" in sys.modules or "bitsandbytes" in sys.modules:
+    asked = any((q or {}).get("bits") is not None for q in quant_cfgs)   # any k, a wrong one too: check() says why
+    if asked or "peft" in sys.modules or "bitsandbytes" in sys.modules:
         return False
     sys.modules["bitsandbytes"] = None
     log.debug("bitsandbytes left out of this process: no run in it is on a k-bit base")
