@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from bench.models import kbit
 
-    kbit.leave_bitsandbytes_out(load_run(run_dir)[0].get("quantization") for run_dir in args.run_dirs)
+    configs = {run_dir: load_run(run_dir)[0] for run_dir in args.run_dirs}   # each refuses an unsuccessful run
+    kbit.leave_bitsandbytes_out(cfg.get("quantization") for cfg in configs.values())
     reports = {}
-    for run_dir in args.run_dirs:
-        sizes = args.batch_sizes or [1, int(load_run(run_dir)[0].eval.batch_size)]
+    for run_dir, cfg in configs.items():
+        sizes = args.batch_sizes or [1, int(cfg.eval.batch_size)]
         reports[str(run_dir)] = check(run_dir, batch_sizes=sizes, plain=args.plain)
     single = len(args.run_dirs) == 1
     print(json.dumps(next(iter(reports.values())) if single else reports, indent=2))  # noqa: T201  (the output)
